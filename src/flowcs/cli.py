@@ -1,0 +1,183 @@
+"""Command-line interface: ``flowcs train | evaluate | ablate | run | data``.
+
+Errors a user can fix (bad config, missing/corrupt data, incompatible
+checkpoint) end with one line on stderr and a non-zero exit code; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import FlowcsError
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment name (available: mnist-classify)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (keys as in configs/<experiment>.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set flow.loop.epochs=2 (repeatable)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny preset (a couple of minutes on a CPU); results go under the run directory")
+    p.add_argument("--run-dir", metavar="DIR", help="checkpoints and logs (default runs/<experiment>[-smoke])")
+    p.add_argument("--results", metavar="DIR",
+                   help="where metrics.json and figures go (default results/<experiment>; smoke: <run-dir>/results)")
+    p.add_argument("--data", metavar="DIR",
+                   help="data root holding mnist/ (default: $FLOWCS_DATA, else ../shared/data, else the user cache)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoints in --run-dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowcs", description="Learn where to measure: flow-matching sampling policies for compressed sensing.")
+    parser.add_argument("--version", action="version", version=f"flowcs {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train the task models and the flow policy of an experiment")
+    _add_run_args(p)
+    p.add_argument("--stage", action="append", metavar="STAGE",
+                   help="train only this stage (repeatable; mnist-classify: classifier, classifier-full, unet, flow)")
+
+    p = sub.add_parser("evaluate", help="evaluate trained policies on the test set; write metrics.json + figures")
+    _add_run_args(p)
+
+    p = sub.add_parser("ablate", help="gate (a, b) and loss-variant ablation from the trained task models")
+    _add_run_args(p)
+
+    p = sub.add_parser("run", help="train every stage, then evaluate (the whole experiment)")
+    _add_run_args(p)
+    p.add_argument("--ablation", action="store_true", help="also run the ablation afterwards")
+
+    data = sub.add_parser("data", help="download or inspect data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    d = dsub.add_parser("download", help="download a data set (needs internet)")
+    d.add_argument("dataset", choices=["mnist"])
+    d.add_argument("--to", metavar="DIR", help="target folder (default: <user cache>/data/<dataset>)")
+    d = dsub.add_parser("inspect", help="validate a data file or folder and print a summary")
+    d.add_argument("path")
+    return parser
+
+
+def _context(args):
+    from .experiments import build_context
+
+    return build_context(args.experiment, args.config, args.overrides, args.smoke, args.run_dir, args.results,
+                         args.data, args.seed, args.device, args.resume)
+
+
+def _cmd_train(args) -> int:
+    from .experiments import get_experiment
+
+    ctx = _context(args)
+    exp = get_experiment(args.experiment)
+    for stage in args.stage or []:
+        if stage not in exp.STAGES:
+            raise FlowcsError(f"unknown stage {stage!r} for {args.experiment}; choose from {', '.join(exp.STAGES)}")
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    _record_config(ctx)
+    exp.train(ctx, args.stage)
+    _say(ctx, f"trained {', '.join(args.stage or exp.STAGES)} → {ctx.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .experiments import get_experiment
+
+    ctx = _context(args)
+    payload = get_experiment(args.experiment).evaluate(ctx)
+    _say(ctx, _summary(payload, ctx.results_dir))
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from .experiments import get_experiment
+
+    ctx = _context(args)
+    payload = get_experiment(args.experiment).ablate(ctx)
+    _say(ctx, _summary(payload, ctx.results_dir, "ablation"))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .experiments import get_experiment
+
+    ctx = _context(args)
+    exp = get_experiment(args.experiment)
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    _record_config(ctx)
+    exp.train(ctx)
+    payload = exp.evaluate(ctx)
+    _say(ctx, _summary(payload, ctx.results_dir))
+    if args.ablation:
+        _say(ctx, _summary(exp.ablate(ctx), ctx.results_dir, "ablation"))
+    return 0
+
+
+def _record_config(ctx) -> None:
+    import yaml
+
+    from .io import write_text
+
+    if ctx.dist.is_main:
+        write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(ctx.cfg_dict, sort_keys=False))
+
+
+def _summary(payload: dict, results_dir: Path, name: str = "metrics") -> str:
+    from .experiments.common import markdown_table
+
+    scale = 100 if payload["metric"] == "accuracy" else 1
+    return f"{markdown_table(payload, scale)}written {results_dir / (name + '.json')}"
+
+
+def _say(ctx, text: str) -> None:
+    if ctx.dist.is_main:
+        print(text)
+
+
+def _cmd_data(args) -> int:
+    if args.data_command == "download":
+        from .data import download_mnist, user_cache_dir
+
+        to = Path(args.to) if args.to else user_cache_dir() / "data" / args.dataset
+        for path in download_mnist(to):
+            print(path)
+        return 0
+    from .data.inspect import inspect_path
+
+    report = inspect_path(Path(args.path))
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "ablate": _cmd_ablate, "run": _cmd_run,
+            "data": _cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.time()
+    try:
+        code = COMMANDS[args.command](args)
+    except FlowcsError as exc:
+        if args.debug:
+            raise
+        print(f"flowcs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("flowcs: interrupted", file=sys.stderr)
+        return 130
+    if args.command in ("train", "run", "ablate", "evaluate"):
+        print(f"wall time {time.time() - started:.1f} s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

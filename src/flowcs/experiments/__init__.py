@@ -1,0 +1,57 @@
+"""Named experiments (data × operator × task × policies) and how a run is set up."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from ..config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from ..data import resolve_data_root
+from ..errors import ConfigError
+from ..runinfo import resolve_device, seed_everything
+from ..training.distributed import init_distributed
+from .common import RunContext
+
+EXPERIMENTS = {"mnist-classify": "flowcs.experiments.mnist_classify"}
+
+
+def get_experiment(name: str) -> ModuleType:
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}")
+    return importlib.import_module(EXPERIMENTS[name])
+
+
+def build_context(
+    name: str,
+    config: str | None = None,
+    overrides: list[str] | None = None,
+    smoke: bool = False,
+    run_dir: str | None = None,
+    results_dir: str | None = None,
+    data: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+) -> RunContext:
+    """Resolve config (defaults ← smoke preset ← file ← --set), paths, device and process group."""
+    exp = get_experiment(name)
+    raw: dict = to_dict(exp.Config())
+    if smoke:
+        raw = merge(raw, exp.SMOKE)
+    if config:
+        raw = merge(raw, load_yaml(config))
+    raw = apply_overrides(raw, overrides or [])
+    cfg = from_dict(exp.Config, raw)
+    exp.validate(cfg)
+    dev = resolve_device(device)
+    dist = init_distributed(dev)
+    if dev.type == "cuda" and dist.enabled:
+        import torch
+
+        torch.cuda.set_device(dist.local_rank)
+        dev = __import__("torch").device("cuda", dist.local_rank)
+    run = Path(run_dir) if run_dir else Path("runs") / (name + ("-smoke" if smoke else ""))
+    res = Path(results_dir) if results_dir else (run / "results" if smoke else Path("results") / name)
+    seed_everything(seed + dist.rank)
+    return RunContext(name, cfg, to_dict(cfg), run, res, resolve_data_root(data), seed, dev, dist, resume)

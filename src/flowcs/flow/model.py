@@ -1,0 +1,48 @@
+"""Model wrapper pairing a frozen condition encoder with a trainable velocity network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class FrozenEncoder(nn.Module):
+    """Wraps a pretrained network so that it is always in eval mode with no parameter gradients.
+
+    ``method`` names the bound method that maps a condition to features
+    (``"encode"`` for the reconstruction U-Net).
+    """
+
+    def __init__(self, net: nn.Module, method: str = "forward"):
+        super().__init__()
+        self.net = net
+        self.method = method
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.eval()
+
+    def train(self, mode: bool = True) -> FrozenEncoder:  # stays frozen whatever the caller does
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, condition: torch.Tensor) -> Any:
+        return getattr(self.net, self.method)(condition)
+
+
+class FlowModel(nn.Module):
+    """v_θ(x_t, t, c): features of the condition are computed once and reused at every Euler step."""
+
+    def __init__(self, encoder: FrozenEncoder, velocity: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.velocity = velocity
+
+    def features(self, condition: torch.Tensor) -> Any:
+        return self.encoder(condition)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, features: Any) -> torch.Tensor:
+        return self.velocity(x_t, t, features)

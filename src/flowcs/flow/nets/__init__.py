@@ -1,0 +1,6 @@
+"""Velocity networks v_θ(x_t, t, c)."""
+
+from .dual_unet import DualEncoderUNet
+from .time_embedding import SinusoidalTimeEmbedding
+
+__all__ = ["DualEncoderUNet", "SinusoidalTimeEmbedding"]
