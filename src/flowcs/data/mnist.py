@@ -60,7 +60,7 @@ def read_idx(path: str | os.PathLike, verify_checksum: bool = True) -> np.ndarra
             raise DataError(
                 f"{path}: md5 {actual} differs from the official MNIST release ({expected_md5}); "
                 "the file is damaged or not the official one (re-download it, or pass "
-                "verify_checksum=False / --no-verify-checksum to skip the check)"
+                "verify_checksum=False / --set data.verify_checksum=false to skip the check)"
             )
     if path.name.endswith(".gz"):
         try:

@@ -5,13 +5,14 @@ Stages (each resumable, each writes ``<run_dir>/<stage>.pt``):
   classifier-full  the same MLP trained on all pixels (the ``full`` ceiling)
   unet             reconstruction U-Net on randomly masked noisy digits (its encoder conditions the flow)
   flow             the flow policy, trained against the frozen classifier
+  classifier-ft    optional extra (reported separately as ``flow+ft``): the classifier fine-tuned on
+                   the trained flow policy's own masks, as the random row's classifier is trained on its own
 Then ``evaluate`` (full test set, several seeds) and ``ablate`` (App. A table).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,37 +20,51 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import load_mnist
-from ..errors import ConfigError
+from ..errors import ConfigError, FlowcsError
 from ..flow.policy import FlowPolicy
-from ..io import write_json
-from ..masks import check_rate, rate_to_budget
-from ..metrics import summarize
+from ..masks import check_rate, rate_to_budget, sample_budgets
+from ..metrics import accuracy
 from ..operators.pixel import PixelOperator
 from ..policies.random import RandomPolicy
 from ..tasks.base import ClassificationTask, ReconstructionTask
 from ..tasks.classifier import MLPClassifier
 from ..tasks.unet import ReconUNet
-from ..training.checkpoint import load_checkpoint, load_state_into
+from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.loop import LoopConfig, fit
 from . import report
-from .common import RunContext, metrics_payload, write_results
+from .common import (
+    RunContext,
+    fit_stage,
+    load_stage,
+    metrics_payload,
+    record_data_sources,
+    recorded_data_sources,
+    seed_row,
+    write_results,
+)
 from .pixel import (
+    FlowNetConfig,
     FlowTrainConfig,
     MaskedTaskObjective,
+    UNetConfig,
     build_flow_model,
     build_flow_objective,
+    evaluate_over_seeds,
     evaluate_policies,
+    first_measurement,
     flow_batch_fn,
+    load_flow_policy,
 )
 
 NAME = "mnist-classify"
-STAGES = ("classifier", "classifier-full", "unet", "flow")
+STAGES = ("classifier", "classifier-full", "unet", "flow", "classifier-ft")
 
 
 @dataclass
 class DataConfig:
     train_subset: int | None = None  # use only the first n training images (smoke runs)
     test_subset: int | None = None  # evaluate on the first n test images
+    verify_checksum: bool = True  # md5-check official .gz files
 
 
 @dataclass
@@ -65,13 +80,16 @@ class FullClassifierConfig:
 
 
 @dataclass
-class UNetConfig:
+class FineTuneConfig:
+    images: int = 12000  # training images whose flow masks are generated once (one trajectory each)
     rate_min: float = 1.0
-    rate_max: float = 50.0
-    noise_std: float = 0.05
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    bottleneck: int = 256
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=2, batch_size=64, lr=1e-3))
+    rate_max: float = 8.0
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=4, batch_size=128, lr=3e-4))
+
+
+def _default_flow() -> FlowTrainConfig:
+    return FlowTrainConfig(net=FlowNetConfig(widths=[8, 16, 32], bottleneck=64),
+                           loop=LoopConfig(epochs=4, batch_size=128, lr=1e-3))
 
 
 @dataclass
@@ -97,8 +115,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     classifier_full: FullClassifierConfig = field(default_factory=FullClassifierConfig)
-    unet: UNetConfig = field(default_factory=UNetConfig)
-    flow: FlowTrainConfig = field(default_factory=FlowTrainConfig)
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(
+        loop=LoopConfig(epochs=1, batch_size=64, lr=1e-3, steps_per_epoch=600)))
+    flow: FlowTrainConfig = field(default_factory=_default_flow)
+    classifier_ft: FineTuneConfig = field(default_factory=FineTuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
@@ -110,6 +130,7 @@ SMOKE = {
     "unet": {"widths": [8, 16, 32], "bottleneck": 32, "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 10}},
     "flow": {"net": {"widths": [8, 16, 16], "bottleneck": 32}, "steps": 4,
              "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 12}},
+    "classifier_ft": {"images": 512, "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 5}},
     "eval": {"seeds": 2, "batch_size": 256, "rates": [1.0, 4.0, 8.0]},
     "ablation": {"gates": [[1, 1], [30, 1]], "losses": ["fm", "both"], "rates": [4.0],
                  "loop": {"steps_per_epoch": 3, "batch_size": 32}, "test_subset": 256},
@@ -141,7 +162,7 @@ def _images(split, subset: int | None) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_data(ctx: RunContext, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-    s = load_mnist(ctx.data_root / "mnist", split)
+    s = load_mnist(ctx.data_root / "mnist", split, ctx.cfg.data.verify_checksum)
     subset = ctx.cfg.data.train_subset if split == "train" else ctx.cfg.data.test_subset
     x, y = _images(s, subset)
     return x, y, s.source
@@ -168,32 +189,17 @@ def _signature(ctx: RunContext, stage: str) -> dict:
     return {"experiment": NAME, "model": "mlp-784-256-128-128-10"}
 
 
-def load_trained(ctx: RunContext, stage: str, module: torch.nn.Module, state_prefix: str = "") -> torch.nn.Module:
-    """Load the final weights of a finished stage into ``module`` (the objective's ``model.`` sub-dict)."""
-    path = ctx.checkpoint(stage)
-    if not path.is_file():
-        raise ConfigError(f"{path}: stage '{stage}' has not been trained yet (run `flowcs train {NAME}` first)")
-    ckpt = load_checkpoint(path, stage, _signature(ctx, stage))
-    if not ckpt.get("done"):
-        raise ConfigError(f"{path}: stage '{stage}' did not finish (rerun `flowcs train {NAME} --resume`)")
-    state = {k[len(state_prefix):]: v for k, v in ckpt["model"].items() if k.startswith(state_prefix)}
-    load_state_into(module, {"model": state}, path)
-    return module.to(ctx.device).eval()
-
-
 def trained_classifier(ctx: RunContext, stage: str = "classifier") -> ClassificationTask:
-    return ClassificationTask(load_trained(ctx, stage, make_classifier(), "model.")).freeze()
+    return ClassificationTask(load_stage(ctx, stage, make_classifier(), _signature(ctx, stage))).freeze()
 
 
 def trained_unet(ctx: RunContext) -> ReconUNet:
-    return load_trained(ctx, "unet", make_unet(ctx.cfg.unet), "model.")
+    return load_stage(ctx, "unet", make_unet(ctx.cfg.unet), _signature(ctx, "unet"))
 
 
 def trained_flow(ctx: RunContext, flow_cfg: FlowTrainConfig | None = None, stage: str = "flow") -> FlowPolicy:
     flow_cfg = flow_cfg or ctx.cfg.flow
-    model = build_flow_model(trained_unet(ctx), OPERATOR, flow_cfg.net)
-    load_trained(ctx, stage, model, "model.")
-    return FlowPolicy(model, OPERATOR.n_locations, steps=flow_cfg.steps)
+    return load_flow_policy(ctx, stage, trained_unet(ctx), OPERATOR, flow_cfg, _signature(ctx, "flow"))
 
 
 # ----------------------------------------------------------------------------- training
@@ -202,8 +208,7 @@ def trained_flow(ctx: RunContext, flow_cfg: FlowTrainConfig | None = None, stage
 def train(ctx: RunContext, stages: list[str] | None = None) -> None:
     stages = stages or list(STAGES)
     x, y, source = load_data(ctx, "train")
-    if ctx.dist.is_main:
-        write_json(ctx.run_dir / "data_sources.json", {"train": source})
+    record_data_sources(ctx, {"train": source})
     c = ctx.cfg
     for stage in stages:
         torch.manual_seed(ctx.seed)
@@ -218,6 +223,8 @@ def train(ctx: RunContext, stages: list[str] | None = None) -> None:
             _fit(ctx, stage, obj.to(ctx.device), c.unet.loop, x, x)
         elif stage == "flow":
             train_flow(ctx, c.flow, x, y, stage)
+        elif stage == "classifier-ft":
+            train_classifier_ft(ctx, x, y)
         else:
             raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
 
@@ -231,12 +238,83 @@ def train_flow(ctx: RunContext, flow_cfg: FlowTrainConfig, x, y, stage: str = "f
         dist=ctx.dist, resume=ctx.resume, desc=stage)
 
 
-def _fit(ctx: RunContext, stage: str, obj, loop: LoopConfig, x, y) -> None:
-    def batch_fn(idx, _gen):
-        return {"x": x[idx].to(ctx.device), "y": y[idx].to(ctx.device)}
+class PolicyMaskObjective(torch.nn.Module):
+    """Fine-tunes a classifier on precomputed policy scores: mask = acquired ∪ top-k(scores), k random per sample."""
 
-    fit(obj, batch_fn, x.shape[0], loop, out_dir=ctx.run_dir, name=stage, signature=_signature(ctx, stage),
-        seed=ctx.seed, device=ctx.device, dist=ctx.dist, resume=ctx.resume, desc=stage)
+    def __init__(self, task: ClassificationTask, rate_min: float, rate_max: float):
+        super().__init__()
+        self.model, self.task = task.model, task
+        self.rate_min, self.rate_max = rate_min, rate_max
+
+    def forward(self, x, y, acquired, scores, generator=None) -> dict:
+        n = OPERATOR.n_locations
+        ks = sample_budgets(x.shape[0], n, self.rate_min, self.rate_max, generator).to(x.device)
+        order = scores.float().masked_fill(acquired, float("-inf")).argsort(dim=1, descending=True, stable=True)
+        ranks = order.argsort(dim=1)
+        mask = acquired | (ranks < ks[:, None])
+        pred = self.task.predict(OPERATOR.measure(x, mask), None)
+        loss = self.task.loss(pred, y)
+        return {"loss": loss, "accuracy": self.task.score(pred.detach(), y).float().mean()}
+
+
+def policy_scores(ctx: RunContext, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(acquired, scores) of the trained flow policy on ``x`` with a seeded first measurement, cached in the run."""
+    path = ctx.run_dir / "classifier-ft.scores.pt"
+    sig = {**_signature(ctx, "flow"), "images": int(x.shape[0]), "seed": ctx.seed}
+    if path.is_file():
+        try:
+            ck = load_checkpoint(path, "flow-scores", sig)
+            return ck["acquired"], ck["scores"]
+        except FlowcsError:
+            pass  # stale or damaged cache: recompute
+    flow = trained_flow(ctx)
+    gen = torch.Generator().manual_seed(ctx.seed + 7919)
+    acq, sc = [], []
+    bs = ctx.cfg.eval.batch_size
+    for i in tqdm(range(0, x.shape[0], bs), desc="flow masks for fine-tuning", disable=not ctx.dist.is_main):
+        a, cond = first_measurement(OPERATOR, x[i:i + bs].to(ctx.device), ctx.cfg.flow.first_samples, gen)
+        acq.append(a.cpu())
+        sc.append(flow.scores(cond, a, gen).cpu())
+    acquired, scores = torch.cat(acq), torch.cat(sc)
+    if ctx.dist.is_main:
+        save_checkpoint(path, "flow-scores", sig, {"acquired": acquired, "scores": scores})
+    return acquired, scores
+
+
+def train_classifier_ft(ctx: RunContext, x, y) -> None:
+    c = ctx.cfg.classifier_ft
+    n = min(c.images, x.shape[0])
+    x, y = x[:n], y[:n]
+    acquired, scores = policy_scores(ctx, x)
+    task = trained_classifier(ctx)
+    for p in task.model.parameters():
+        p.requires_grad_(True)
+    obj = PolicyMaskObjective(task, c.rate_min, c.rate_max).to(ctx.device)
+
+    def batch_fn(idx, _gen):
+        d = ctx.device
+        return {"x": x[idx].to(d), "y": y[idx].to(d), "acquired": acquired[idx].to(d), "scores": scores[idx].to(d)}
+
+    fit(obj, batch_fn, n, c.loop, out_dir=ctx.run_dir, name="classifier-ft", signature=_signature(ctx, "classifier"),
+        seed=ctx.seed, device=ctx.device, dist=ctx.dist, resume=ctx.resume, desc="classifier-ft")
+
+
+class PairedClassifiers(ClassificationTask):
+    """Two classifiers read the same measurement: one trajectory of the policy serves both rows."""
+
+    def __init__(self, first: ClassificationTask, second: ClassificationTask):
+        super().__init__(first.model)
+        self.first, self.second = first, second
+
+    def predict(self, zero_filled, mask_image):
+        return torch.stack([self.first.predict(zero_filled, mask_image), self.second.predict(zero_filled, mask_image)])
+
+    def score(self, pred, target):
+        return self.first.score(pred[0], target)
+
+
+def _fit(ctx: RunContext, stage: str, obj, loop: LoopConfig, x, y) -> None:
+    fit_stage(ctx, stage, obj, loop, x, y, _signature(ctx, stage))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -245,8 +323,13 @@ def _fit(ctx: RunContext, stage: str, obj, loop: LoopConfig, x, y) -> None:
 def evaluate(ctx: RunContext) -> dict:
     c = ctx.cfg
     x, y, test_source = load_data(ctx, "test")
-    source = {"test": test_source, **_train_source(ctx)}
+    source = {"test": test_source, **recorded_data_sources(ctx)}
     task = trained_classifier(ctx)
+    metrics = None
+    has_ft = ctx.checkpoint("classifier-ft").is_file()
+    if has_ft:
+        task = PairedClassifiers(task, trained_classifier(ctx, "classifier-ft"))
+        metrics = {"accuracy": lambda p, t: accuracy(p[0], t), "accuracy_ft": lambda p, t: accuracy(p[1], t)}
     flow = trained_flow(ctx)
     n = OPERATOR.n_locations
     budgets = [rate_to_budget(r, n) for r in c.eval.rates]
@@ -254,24 +337,15 @@ def evaluate(ctx: RunContext) -> dict:
     rand = RandomPolicy(n)
     policies = {"flow": (flow, True), "random": (rand, False), "random-same-total": (rand, True)}
     grid_budget = rate_to_budget(c.eval.grid_rate, n)
-    density = {b: torch.zeros(n) for b in budgets}
-    grid: dict = {}
-
-    def on_batch(name, start, masks, acquired):
-        if name != "flow" or not ctx.dist.is_main:
-            return
-        for b, m in masks.items():
-            density[b] += (m & ~acquired).float().sum(0).cpu()
-        if start == 0 and not grid:
-            grid.update(masks=masks[grid_budget][:8].cpu(), acquired=acquired[:8].cpu())
-
-    per_seed = []
-    for s in range(c.eval.seeds):
-        per_seed.append(evaluate_policies(
-            policies, task, OPERATOR, x, y, budgets, k0, seed=ctx.seed * 1000 + s, batch_size=c.eval.batch_size,
-            device=ctx.device, on_batch=on_batch if s == 0 else None,
-            progress=lambda it, s=s: tqdm(it, desc=f"evaluate seed {s}", leave=False)))
-    rows = {name: _row(per_seed, name, budgets) for name in policies}
+    seeds = [ctx.seed * 1000 + s for s in range(c.eval.seeds)]
+    eval_budgets = budgets if grid_budget in budgets else [*budgets, grid_budget]
+    per_seed_all, record = evaluate_over_seeds(policies, task, OPERATOR, x, y, eval_budgets, k0, seeds,
+                                               c.eval.batch_size, ctx.device, metrics)
+    per_seed = [run["accuracy"] for run in per_seed_all]
+    rows = {name: seed_row(per_seed, name, budgets) for name in policies}
+    if has_ft:
+        rows["flow+ft"] = {**seed_row([run["accuracy_ft"] for run in per_seed_all], "flow", budgets),
+                           "note": "flow masks read by the classifier fine-tuned on flow masks (extra step)"}
     full_task = trained_classifier(ctx, "classifier-full")
     with torch.inference_mode():
         full_acc = torch.cat([full_task.score(full_task.predict(x[i:i + 2000].to(ctx.device), None), y[i:i + 2000])
@@ -284,35 +358,22 @@ def evaluate(ctx: RunContext) -> dict:
         seeds=c.eval.seeds, test_images=int(x.shape[0]), data=source,
         notes=("flow and random-same-total see the k0 random first-measurement pixels plus the policy budget "
                "(total = budget + k0); random sees only the budget, as in the paper. Classifier trained on "
-               "random masks at 1-8 %, frozen for every policy. std = across evaluation seeds."),
+               "random masks at 1-8 %, frozen for every policy; flow+ft: the same masks read by that classifier "
+               "fine-tuned on the flow policy's own masks (reported extra step). std = across evaluation seeds."),
     )
     if ctx.dist.is_main:
         write_results(ctx.results_dir, "metrics", payload, ctx.metadata(data_source=source), table_scale=100)
         report.plot_metric_vs_budget(payload, ctx.results_dir / "accuracy_vs_rate.png", scale=100,
                                      ylabel="accuracy (%)", xlabel="policy budget (% of pixels)")
-        n_test = x.shape[0]
+        density = record.density_maps(28, 28)
         report.plot_density(
-            {f"{r:g}%": (density[b] / n_test).reshape(28, 28) for r, b in zip(c.eval.rates, budgets)},
+            {f"{r:g}%": density[b] for r, b in zip(c.eval.rates, budgets)},
             ctx.results_dir / "density.png", title="flow: probability that a pixel is chosen (new pixels only)")
-        report.plot_mask_grid(x[:8, 0], grid["acquired"].reshape(-1, 28, 28), grid["masks"].reshape(-1, 28, 28),
+        report.plot_mask_grid(x[:8, 0], record.grid_acquired.reshape(-1, 28, 28),
+                              record.grid_masks[grid_budget].reshape(-1, 28, 28),
                               ctx.results_dir / "masks.png",
                               title=f"flow masks at {c.eval.grid_rate:g}% (+{k0} first pixels)")
     return payload
-
-
-def _train_source(ctx: RunContext) -> dict:
-    path = ctx.run_dir / "data_sources.json"
-    return json.loads(path.read_text()) if path.is_file() else {"train": "unknown (data_sources.json missing)"}
-
-
-def _row(per_seed: list[dict], name: str, budgets: list[int]) -> dict:
-    means, stds, ci = [], [], []
-    for b in budgets:
-        seed_means = torch.stack([run[name][b].float().mean() for run in per_seed])
-        means.append(float(seed_means.mean()))
-        stds.append(float(seed_means.std(unbiased=False)) if len(per_seed) > 1 else 0.0)
-        ci.append(list(summarize(torch.cat([run[name][b] for run in per_seed]))["ci95"]))
-    return {"mean": means, "std": stds, "ci95_pooled": ci, "n": int(per_seed[0][name][budgets[0]].numel())}
 
 
 # ----------------------------------------------------------------------------- ablation
