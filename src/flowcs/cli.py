@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowcs: interrupted", file=sys.stderr)
         return 130
-    if args.command in ("train", "run", "ablate", "evaluate"):
+    if args.command in ("train", "run", "ablate", "evaluate") and os.environ.get("RANK", "0") == "0":
         print(f"wall time {time.time() - started:.1f} s", file=sys.stderr)
     return code
 

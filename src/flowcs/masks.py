@@ -12,6 +12,7 @@ import math
 import torch
 
 from .errors import ConfigError
+from .rng import rand_rows
 
 
 def check_rate(rate: float, what: str = "sampling rate") -> float:
@@ -132,7 +133,7 @@ def random_mask(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """``k`` uniformly random new locations per row, avoiding ``acquired`` (bool (B, N))."""
-    noise = torch.rand(batch, n_locations, generator=generator, device="cpu").to(device)
+    noise = rand_rows(batch, n_locations, generator=generator, device=device)
     return select_topk(noise, k, acquired)
 
 
@@ -140,7 +141,7 @@ def random_masks_varying(
     budgets: torch.Tensor, n_locations: int, generator: torch.Generator | None = None, device="cpu"
 ) -> torch.Tensor:
     """Uniformly random masks with a different budget per row (``budgets``: (B,) ints)."""
-    noise = torch.rand(budgets.shape[0], n_locations, generator=generator)
+    noise = rand_rows(budgets.shape[0], n_locations, generator=generator)
     ranks = noise.argsort(dim=1).argsort(dim=1)
     return (ranks < budgets[:, None].cpu()).to(device)
 
@@ -153,5 +154,5 @@ def sample_budgets(
     check_rate(rate_max, "maximum rate")
     if rate_min > rate_max:
         raise ConfigError(f"minimum rate {rate_min} exceeds maximum rate {rate_max}")
-    rates = rate_min + (rate_max - rate_min) * torch.rand(batch, generator=generator)
+    rates = rate_min + (rate_max - rate_min) * rand_rows(batch, generator=generator)
     return (rates / 100.0 * n_locations).round().clamp(1, n_locations).long()

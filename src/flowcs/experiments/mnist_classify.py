@@ -125,7 +125,7 @@ class Config:
 
 SMOKE = {
     "data": {"train_subset": 2048, "test_subset": 512},
-    "classifier": {"loop": {"epochs": 1, "batch_size": 64}},
+    "classifier": {"loop": {"epochs": 4, "batch_size": 64}},
     "classifier_full": {"loop": {"epochs": 1, "batch_size": 64}},
     "unet": {"widths": [8, 16, 32], "bottleneck": 32, "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 10}},
     "flow": {"net": {"widths": [8, 16, 16], "bottleneck": 32}, "steps": 4,

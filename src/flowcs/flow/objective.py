@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..masks import sigmoid_gate
 from ..operators.base import Operator
+from ..rng import randn_rows
 from ..tasks.base import Task
 from ..training.kendall import KendallWeighting
 from .model import FlowModel
@@ -62,7 +63,7 @@ class FlowTaskObjective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         target_mask = self.target(x, y, k, acquired, generator)
         x1 = 2.0 * target_mask.float() - 1.0
-        x0 = torch.randn(x1.shape, generator=generator, device="cpu").to(x1.device)
+        x0 = randn_rows(*x1.shape, generator=generator, device=x1.device)
         t = self.path.sample_t(x1.shape[0], generator, x1.device)
         x_t = self.path.interpolate(x0, x1, t)
         v = self.model(x_t, t, self.model.features(condition))

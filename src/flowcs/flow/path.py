@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ..rng import rand_rows
+
 
 class LinearPath:
     """x_t = (1 − t)·x0 + t·x1 with constant target velocity u = x1 − x0."""
 
     def sample_t(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
-        return torch.rand(batch, generator=generator, device="cpu").to(device)
+        return rand_rows(batch, generator=generator, device=device)
 
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.reshape(-1, *([1] * (x0.ndim - 1)))

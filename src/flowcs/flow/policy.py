@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..policies.base import ScorePolicy
+from ..rng import randn_rows
 from .model import FlowModel
 from .sampler import euler
 
@@ -31,6 +32,7 @@ class FlowPolicy(ScorePolicy):
         self.model.eval()
         feats = self.model.features(condition)
         b = condition.shape[0]
-        x0 = torch.randn(b * self.samples, self.n_locations, generator=generator, device="cpu").to(condition.device)
+        x0 = randn_rows(b, self.samples, self.n_locations, generator=generator, device=condition.device)
+        x0 = x0.reshape(b * self.samples, self.n_locations)
         x1 = euler(lambda x, t: self.model(x, t, feats), x0, self.steps)
         return x1.reshape(b, self.samples, self.n_locations).mean(1)

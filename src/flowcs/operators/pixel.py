@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..rng import randn_rows
 from .base import Operator
 
 
@@ -36,7 +37,7 @@ class PixelOperator(Operator):
         self.check_mask(mask, x.shape[0])
         m = self.mask_to_image(mask).to(x.dtype)
         if noisy and self.noise_std > 0:
-            noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+            noise = randn_rows(*x.shape, generator=generator, device=x.device).to(x.dtype)
             x = x + self.noise_std * noise
         return m * x
 

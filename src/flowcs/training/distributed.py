@@ -34,6 +34,35 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def current_dist() -> DistInfo:
+    """The process group this process belongs to (world size 1 when not under torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def shard_range(n: int, info: DistInfo) -> tuple[int, int]:
+    """Contiguous slice [lo, hi) of n items owned by this rank (ceil split; the last ranks may get fewer)."""
+    chunk = -(-n // info.world_size)
+    lo = min(info.rank * chunk, n)
+    return lo, min(lo + chunk, n)
+
+
+def gather_rows(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate every rank's rows in rank order (exact: no padding is counted)."""
+    if not info.enabled:
+        return t
+    t = t.contiguous()
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(info.world_size)]
+    dist.all_gather(sizes, torch.tensor([t.shape[0]]))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype)
+    padded[: t.shape[0]] = t
+    parts = [torch.zeros_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -1,11 +1,15 @@
 """One training loop for every model in flowcs (task nets, flow policies, learned baselines).
 
 What it guarantees, whatever is trained:
-* DDP-ready: under torchrun the objective is wrapped in DistributedDataParallel
-  and each rank reads its own DistributedSampler shard (reshuffled per epoch).
-* Reproducible and resumable: all randomness of step ``g`` comes from a
-  generator seeded by (seed, rank, g), so a resumed run replays exactly the
-  batches and noise an uninterrupted run would have seen.
+* DDP-ready: under torchrun the objective is wrapped in DistributedDataParallel.
+  ``batch_size`` is the *global* batch: each epoch is a seeded permutation of
+  the data (reshuffled per epoch, like DistributedSampler), cut into global
+  batches, and rank r of W trains on the r-th contiguous slice of each.
+* Independent of the number of processes: all randomness of step ``g`` comes
+  from a generator seeded by (seed, g) whose per-sample draws are taken for
+  the whole global batch (:mod:`flowcs.rng`). A run on W processes therefore
+  sees the data and noise of a 1-process run with the same global batch, and
+  a checkpoint can be resumed on a different number of processes.
 * No lost work: atomic checkpoints every ``checkpoint_every`` steps, at each
   epoch end and on SIGINT/SIGTERM; the previous checkpoint is kept as a fallback.
 """
@@ -25,12 +29,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..errors import FlowcsError
+from ..errors import ConfigError, FlowcsError
+from ..rng import ShardGenerator, shard_generator
 from .checkpoint import load_state_into, newest_valid, save_checkpoint
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import DistInfo, all_reduce_sum, barrier
 
 BatchFn = Callable[[torch.Tensor, torch.Generator], dict]
 
@@ -52,8 +56,15 @@ class Interrupted(FlowcsError):
     exit_code = 130
 
 
-def step_generator(seed: int, rank: int, global_step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + global_step) % (2**63 - 1))
+def step_generator(seed: int, global_step: int, dist: DistInfo | None = None) -> ShardGenerator:
+    """The generator of one global step; knows this process's share of the global batch."""
+    dist = dist or DistInfo()
+    return shard_generator((seed * 1_000_003 + global_step) % (2**63 - 1), dist.rank, dist.world_size)
+
+
+def epoch_order(n_items: int, seed: int, epoch: int) -> torch.Tensor:
+    """The seeded permutation of epoch ``epoch`` (the same on every process)."""
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
 
 
 @contextmanager
@@ -102,14 +113,15 @@ def fit(
     log_path = out_dir / f"{name}.log.jsonl"
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    sampler = DistributedSampler(range(n_items), num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=seed, drop_last=True)
-    per_epoch = len(sampler) // cfg.batch_size
+    if cfg.batch_size % dist.world_size:
+        raise ConfigError(f"{name}: global batch size {cfg.batch_size} is not divisible by the "
+                          f"{dist.world_size} processes")
+    local = cfg.batch_size // dist.world_size
+    per_epoch = n_items // cfg.batch_size
     if cfg.steps_per_epoch:
         per_epoch = min(per_epoch, cfg.steps_per_epoch)
     if per_epoch < 1:
-        raise FlowcsError(f"{name}: {n_items} training items are too few for batch size {cfg.batch_size} "
-                          f"on {dist.world_size} process(es)")
+        raise FlowcsError(f"{name}: {n_items} training items are too few for batch size {cfg.batch_size}")
     total = cfg.epochs * per_epoch
     global_step = 0
     if resume:
@@ -130,13 +142,15 @@ def fit(
     model.train()
 
     def save(done: bool) -> None:
+        sums = _rank_checksums(objective, dist) if done else None  # collective: every rank takes part
         if not dist.is_main:
             return
         if ckpt_path.exists():
             ckpt_path.replace(prev_path)
         save_checkpoint(ckpt_path, name, signature, {
             "model": objective.state_dict(), "optimizer": optimizer.state_dict(),
-            "global_step": global_step, "done": done, "loop": asdict(cfg),
+            "global_step": global_step, "done": done, "loop": asdict(cfg), "world_size": dist.world_size,
+            **({"rank_param_checksums": sums} if sums is not None else {}),
         })
 
     running: dict[str, float] = {}
@@ -148,11 +162,11 @@ def fit(
     with _stop_on_signals() as stop:
         while global_step < total:
             epoch, start = divmod(global_step, per_epoch)
-            sampler.set_epoch(epoch)
-            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+            order = epoch_order(n_items, seed, epoch)
             for step in range(start, per_epoch):
-                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                gen = step_generator(seed, dist.rank, global_step)
+                first = step * cfg.batch_size + dist.rank * local
+                idx = order[first:first + local]
+                gen = step_generator(seed, global_step, dist)
                 out = model(**batch_fn(idx, gen), generator=gen)
                 loss = out["loss"]
                 if not torch.isfinite(loss):
@@ -181,7 +195,18 @@ def fit(
                     save(False)
         save(True)
     bar.close()
+    barrier(dist)  # later stages on other ranks read this checkpoint
     return last
+
+
+def _rank_checksums(objective: nn.Module, dist: DistInfo) -> list[float]:
+    """Sum of |trainable weights| on every rank: equal values show the replicas stayed in sync."""
+    local = torch.stack([p.detach().double().abs().sum() for p in objective.parameters() if p.requires_grad]).sum()
+    if not dist.enabled:
+        return [float(local)]
+    gathered = [torch.zeros_like(local) for _ in range(dist.world_size)]
+    torch.distributed.all_gather(gathered, local)
+    return [float(g) for g in gathered]
 
 
 def _log(running, count, dist, global_step, epoch, t0, log_path: Path, bar) -> dict:
