@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from ..errors import ConfigError
 from ..io import write_json, write_text
+from ..metrics import summarize
 from ..runinfo import run_metadata
+from ..training.checkpoint import load_checkpoint, load_state_into
 from ..training.distributed import DistInfo
+from ..training.loop import LoopConfig, fit
 
 
 @dataclass
@@ -79,3 +85,71 @@ def write_results(results_dir: Path, name: str, payload: dict, meta: dict, table
     write_json(results_dir / f"{name}.json", payload)
     write_text(results_dir / f"{name}.md", markdown_table(payload, table_scale))
     write_json(results_dir / "run.json" if name == "metrics" else results_dir / f"{name}.run.json", meta)
+
+
+# ----------------------------------------------------------------------------- staged training
+
+
+def load_stage(ctx: RunContext, stage: str, module: nn.Module, signature: dict, state_prefix: str = "model."
+               ) -> nn.Module:
+    """Load the final weights of a finished stage ``<run_dir>/<stage>.pt`` into ``module`` (eval mode).
+
+    ``state_prefix`` selects the sub-dict of the trained objective's state that belongs to ``module``
+    (``"model."`` for the objective's ``model`` attribute). A missing or unfinished stage, or one trained
+    with another configuration (``signature``), is a one-line error.
+    """
+    path = ctx.checkpoint(stage)
+    if not path.is_file():
+        raise ConfigError(f"{path}: stage '{stage}' has not been trained yet "
+                          f"(run `flowcs train {ctx.experiment}` first)")
+    ckpt = load_checkpoint(path, stage, signature)
+    if not ckpt.get("done"):
+        raise ConfigError(f"{path}: stage '{stage}' did not finish (rerun `flowcs train {ctx.experiment} --resume`)")
+    state = {k[len(state_prefix):]: v for k, v in ckpt["model"].items() if k.startswith(state_prefix)}
+    load_state_into(module, {"model": state}, path)
+    return module.to(ctx.device).eval()
+
+
+def fit_stage(ctx: RunContext, stage: str, objective: nn.Module, loop: LoopConfig, x: torch.Tensor,
+              y: torch.Tensor, signature: dict) -> dict:
+    """Train ``objective(x=..., y=...)`` on in-memory tensors as stage ``stage`` (resumable)."""
+
+    def batch_fn(idx, _gen):
+        return {"x": x[idx].to(ctx.device), "y": y[idx].to(ctx.device)}
+
+    return fit(objective, batch_fn, x.shape[0], loop, out_dir=ctx.run_dir, name=stage, signature=signature,
+               seed=ctx.seed, device=ctx.device, dist=ctx.dist, resume=ctx.resume, desc=stage)
+
+
+def record_data_sources(ctx: RunContext, sources: dict) -> None:
+    """Remember which data files training used (``<run_dir>/data_sources.json``) for the results."""
+    if ctx.dist.is_main:
+        write_json(ctx.run_dir / "data_sources.json", sources)
+
+
+def recorded_data_sources(ctx: RunContext) -> dict:
+    path = ctx.run_dir / "data_sources.json"
+    return json.loads(path.read_text()) if path.is_file() else {"train": "unknown (data_sources.json missing)"}
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def seed_row(per_seed: list[dict], name: str, budgets: list, indices: torch.Tensor | None = None) -> dict:
+    """One SPEC §9 row from per-sample values ``per_seed[s][name][budget]`` of several evaluation seeds.
+
+    ``mean`` = mean over seeds of the per-seed means, ``std`` = their spread across seeds (0 with one seed),
+    ``ci95_pooled`` = bootstrap interval of all per-sample values pooled over seeds, ``n`` = samples per seed.
+    ``indices`` restricts the row to a subset of the samples (e.g. a fixed test subset).
+    """
+    def values(run, b):
+        v = run[name][b]
+        return v if indices is None else v[indices]
+
+    means, stds, ci = [], [], []
+    for b in budgets:
+        seed_means = torch.stack([values(run, b).float().mean() for run in per_seed])
+        means.append(float(seed_means.mean()))
+        stds.append(float(seed_means.std(unbiased=False)) if len(per_seed) > 1 else 0.0)
+        ci.append(list(summarize(torch.cat([values(run, b) for run in per_seed]))["ci95"]))
+    return {"mean": means, "std": stds, "ci95_pooled": ci, "n": int(values(per_seed[0], budgets[0]).numel())}
