@@ -32,6 +32,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoints in --run-dir")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per process (default: torch's choice, or $OMP_NUM_THREADS); use 1 when "
+                        "several jobs share the cores")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _context(args):
     from .experiments import build_context
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise FlowcsError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     return build_context(args.experiment, args.config, args.overrides, args.smoke, args.run_dir, args.results,
                          args.data, args.seed, args.device, args.resume)
