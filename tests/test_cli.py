@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flowcs.cli import build_parser, main
+from flowcs.experiments import EXPERIMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +120,8 @@ def test_help_lists_every_command(capsys):
         assert cmd in out
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for name, p in sub.choices.items():
-        text = p.format_help()
-        if name != "data":
-            assert "--smoke" in text and "--device" in text and "--resume" in text
+    for name in ("train", "evaluate", "ablate", "run"):
+        text = sub.choices[name].format_help()
+        assert "--smoke" in text and "--device" in text and "--resume" in text and "--threads" in text
+        for experiment in EXPERIMENTS:
+            assert experiment in " ".join(text.split())

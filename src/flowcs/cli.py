@@ -18,7 +18,9 @@ from .errors import FlowcsError
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment name (available: mnist-classify)")
+    from .experiments import EXPERIMENTS
+
+    p.add_argument("experiment", help=f"experiment name ({', '.join(EXPERIMENTS)})")
     p.add_argument("--config", metavar="FILE", help="YAML config file (keys as in configs/<experiment>.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set flow.loop.epochs=2 (repeatable)")
@@ -66,7 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--to", metavar="DIR", help="target folder (default: <user cache>/data/<dataset>)")
     d = dsub.add_parser("inspect", help="validate a data file or folder and print a summary")
     d.add_argument("path")
+    for module in _plugins().values():
+        module.add_parser(sub)
     return parser
+
+
+#: subcommands implemented next to the code they drive: module with add_parser(subparsers) and run(args)
+PLUGIN_MODULES = {"mri": "flowcs.experiments.mri_mask", "compare": "flowcs.experiments.compare"}
+
+
+def _plugins() -> dict:
+    import importlib
+
+    found = {}
+    for name, path in PLUGIN_MODULES.items():
+        try:
+            found[name] = importlib.import_module(path)
+        except ModuleNotFoundError as exc:
+            if exc.name != path:
+                raise
+    return found
 
 
 def _context(args):
@@ -176,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     try:
-        code = COMMANDS[args.command](args)
+        command = COMMANDS.get(args.command) or _plugins()[args.command].run
+        code = command(args)
     except FlowcsError as exc:
         if args.debug:
             raise
