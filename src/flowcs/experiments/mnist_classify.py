@@ -89,7 +89,7 @@ class FineTuneConfig:
 
 def _default_flow() -> FlowTrainConfig:
     return FlowTrainConfig(net=FlowNetConfig(widths=[8, 16, 32], bottleneck=64),
-                           loop=LoopConfig(epochs=4, batch_size=128, lr=1e-3))
+                           loop=LoopConfig(epochs=2, batch_size=128, lr=1e-3))
 
 
 @dataclass
@@ -106,7 +106,7 @@ class AblationConfig:
     losses: list[str] = field(default_factory=lambda: ["fm", "task", "both"])
     rates: list[float] = field(default_factory=lambda: [1.0, 4.0, 8.0])
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, batch_size=128, lr=1e-3,
-                                                                   steps_per_epoch=150))
+                                                                   steps_per_epoch=100))
     test_subset: int | None = 5000
 
 
@@ -116,7 +116,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     classifier_full: FullClassifierConfig = field(default_factory=FullClassifierConfig)
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(
-        loop=LoopConfig(epochs=1, batch_size=64, lr=1e-3, steps_per_epoch=600)))
+        loop=LoopConfig(epochs=1, batch_size=64, lr=1e-3, steps_per_epoch=300)))
     flow: FlowTrainConfig = field(default_factory=_default_flow)
     classifier_ft: FineTuneConfig = field(default_factory=FineTuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
