@@ -13,7 +13,11 @@ from ..runinfo import resolve_device, seed_everything
 from ..training.distributed import init_distributed
 from .common import RunContext
 
-EXPERIMENTS = {"mnist-classify": "flowcs.experiments.mnist_classify"}
+EXPERIMENTS = {
+    "mnist-classify": "flowcs.experiments.mnist_classify",
+    "mnist-recon": "flowcs.experiments.mnist_recon",
+    "faces-recon": "flowcs.experiments.faces_recon",
+}
 
 
 def get_experiment(name: str) -> ModuleType:
