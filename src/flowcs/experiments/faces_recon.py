@@ -52,20 +52,20 @@ class EvalConfig:
     budget_unit: str = "percent"  # or "pixels"
     grid_budgets: list[float] = field(default_factory=lambda: [4.8828125, 19.53125, 48.828125])
     grid_images: int = 8
-    seeds: int = 2
+    seeds: int = 1
     batch_size: int = 200
     full: bool = True
 
 
 def _unet_default() -> UNetConfig:
     return UNetConfig(rate_min=2.0, rate_max=55.0, noise_std=0.02, widths=[16, 32, 64], bottleneck=128,
-                      loop=LoopConfig(epochs=4, batch_size=32, lr=2e-3, steps_per_epoch=None))
+                      loop=LoopConfig(epochs=2, batch_size=32, lr=2e-3, steps_per_epoch=None))
 
 
 def _flow_default() -> FlowTrainConfig:
     return FlowTrainConfig(first_samples=41, rate_min=PAPER_RATES[0], rate_max=PAPER_RATES[-1],
                            net=FlowNetConfig(widths=[16, 32, 64], bottleneck=128),
-                           loop=LoopConfig(epochs=3, batch_size=32, lr=1e-3, steps_per_epoch=None))
+                           loop=LoopConfig(epochs=2, batch_size=32, lr=1e-3, steps_per_epoch=250))
 
 
 @dataclass
