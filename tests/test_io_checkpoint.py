@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from flowcs.errors import CheckpointError
+from flowcs.errors import CheckpointError, FlowcsError
 from flowcs.io import atomic_write, torch_load_safe, write_json
 from flowcs.training.checkpoint import load_checkpoint, newest_valid, save_checkpoint
 
@@ -29,7 +29,7 @@ def test_failing_writer_keeps_prior_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(FlowcsError, match="No space left on device"):
         save_checkpoint(path, "flow", {"w": 1}, {"model": {"x": torch.zeros(2)}, "done": True})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path, "flow")["model"]["x"], torch.ones(2))

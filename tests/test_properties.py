@@ -131,8 +131,6 @@ def test_topk_rejects_budgets_beyond_the_free_locations(data):
         select_topk(scores, too_many, acquired)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: -inf scores tie with the -inf fill of acquired locations, so "
-                   "select_topk can return an acquired location (see docs/reliability.md)")
 def test_topk_never_returns_an_acquired_location_even_with_minus_inf_scores():
     scores = torch.tensor([[-math.inf, -math.inf, 1.0]])
     acquired = torch.tensor([[True, False, False]])

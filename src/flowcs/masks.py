@@ -72,7 +72,9 @@ def select_topk(scores: torch.Tensor, k: int, acquired: torch.Tensor | None = No
     n_acq = int(acquired.sum(dim=1).max()) if acquired.numel() else 0
     check_budget(k, scores.shape[1], n_acq)
     masked = scores.detach().to(torch.float64).masked_fill(acquired, -math.inf)
-    order = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :k]
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices
+    # a genuine -inf score ties with the -inf fill: move acquired locations behind everything (stable)
+    order = order.gather(1, acquired.gather(1, order).to(torch.uint8).argsort(dim=1, stable=True))[:, :k]
     chosen = torch.zeros_like(acquired)
     chosen.scatter_(1, order, True)
     return chosen

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..io import write_json, write_text
+from ..io import to_json, write_json, write_texts
 from ..metrics import summarize
 from ..runinfo import run_metadata
 from ..training.checkpoint import load_checkpoint, load_state_into
@@ -82,9 +82,10 @@ def markdown_table(payload: dict, scale: float = 1.0, digits: int = 2) -> str:
 
 def write_results(results_dir: Path, name: str, payload: dict, meta: dict, table_scale: float = 1.0) -> None:
     """Write ``<name>.json``, ``<name>.md`` and ``run.json`` atomically."""
-    write_json(results_dir / f"{name}.json", payload)
-    write_text(results_dir / f"{name}.md", markdown_table(payload, table_scale))
-    write_json(results_dir / "run.json" if name == "metrics" else results_dir / f"{name}.run.json", meta)
+    run_file = results_dir / "run.json" if name == "metrics" else results_dir / f"{name}.run.json"
+    write_texts({results_dir / f"{name}.json": to_json(payload),
+                 results_dir / f"{name}.md": markdown_table(payload, table_scale),
+                 run_file: to_json(meta)})
 
 
 # ----------------------------------------------------------------------------- staged training

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, FlowcsError
@@ -48,6 +47,19 @@ class LoopConfig:
     checkpoint_every: int = 200
     steps_per_epoch: int | None = None  # cap per epoch (train on a subset each epoch)
     log_every: int = 25
+
+    def __post_init__(self) -> None:
+        """Reject values that would fail (or silently do nothing) only once training has started."""
+        checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
+                  ("lr", math.isfinite(self.lr) and self.lr > 0),
+                  ("grad_clip", self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0)),
+                  ("checkpoint_every", self.checkpoint_every >= 1),
+                  ("steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1),
+                  ("log_every", self.log_every >= 1)]
+        bad = [name for name, ok in checks if not ok]
+        if bad:
+            raise ConfigError("invalid training-loop value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
+                              + " (epochs, batch_size, checkpoint_every, log_every must be >= 1; lr > 0)")
 
 
 class Interrupted(FlowcsError):
@@ -138,6 +150,8 @@ def fit(
 
     model = objective
     if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel  # imports torch._dynamo/sympy: seconds
+
         model = DistributedDataParallel(objective, find_unused_parameters=True)
     model.train()
 
@@ -155,6 +169,7 @@ def fit(
 
     running: dict[str, float] = {}
     count = 0
+    skipped = 0
     last: dict = {}
     bar = tqdm(total=total, initial=global_step, desc=desc or name, disable=not dist.is_main,
                dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -167,6 +182,9 @@ def fit(
                 first = step * cfg.batch_size + dist.rank * local
                 idx = order[first:first + local]
                 gen = step_generator(seed, global_step, dist)
+                # dropout and other layers draw from the global RNG: seed it per step so a resumed run
+                # replays exactly (per rank: dropout masks need not match across processes)
+                torch.manual_seed((seed * 1_000_003 + global_step * 31 + dist.rank) % (2**63 - 1))
                 out = model(**batch_fn(idx, gen), generator=gen)
                 loss = out["loss"]
                 if not torch.isfinite(loss):
@@ -175,9 +193,14 @@ def fit(
                                       f"last good checkpoint kept at {ckpt_path} (lower the learning rate?)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+                if not torch.isfinite(norm):  # a finite loss with NaN/inf gradients: never let it reach the weights
+                    skipped += 1
+                    if skipped > max(10, total // 100):
+                        raise FlowcsError(f"{name}: non-finite gradients in {skipped} steps (last at step "
+                                          f"{global_step}); last good checkpoint kept at {ckpt_path}")
+                else:
+                    optimizer.step()
                 global_step += 1
                 bar.update(1)
                 for k, v in out.items():
