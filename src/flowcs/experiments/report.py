@@ -23,14 +23,19 @@ def _save(fig, path: Path) -> None:
 
 def plot_metric_vs_budget(payload: dict, path: Path, scale: float = 1.0, ylabel: str | None = None,
                           xlabel: str | None = None) -> None:
-    """One line per policy with ±std error bars (std across seeds)."""
+    """One line per policy; error bars: ±std across seeds, or the bootstrap 95 % interval with one seed."""
     fig, ax = plt.subplots(figsize=(6, 4))
     budgets = payload["budgets"]
     for name, row in payload["policies"].items():
         mean = [m * scale for m in row["mean"]]
         std = [s * scale for s in row.get("std", [0] * len(mean))]
+        if not any(std) and row.get("ci95_pooled"):
+            err = [[m - lo * scale for m, (lo, _) in zip(mean, row["ci95_pooled"])],
+                   [hi * scale - m for m, (_, hi) in zip(mean, row["ci95_pooled"])]]
+        else:
+            err = std
         style = "--" if name in ("full", "zero-filled") else "-o"
-        ax.errorbar(budgets, mean, yerr=std, fmt=style, capsize=3, label=name, markersize=4)
+        ax.errorbar(budgets, mean, yerr=err, fmt=style, capsize=3, label=name, markersize=4)
     ax.set_xlabel(xlabel or f"budget ({payload['budget_unit']})")
     ax.set_ylabel(ylabel or payload["metric"])
     ax.set_title(payload["experiment"])
