@@ -21,9 +21,21 @@ EXPERIMENTS = {
 
 
 def get_experiment(name: str) -> ModuleType:
+    """The module of experiment ``name``: built in, or registered by a plug-in (see :mod:`flowcs.registry`)."""
+    from ..registry import check_experiment_module, load_plugins
+
+    load_plugins()
     if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}")
-    return importlib.import_module(EXPERIMENTS[name])
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))} "
+                          f"(add your own with flowcs.registry.register_experiment, $FLOWCS_PLUGINS or the "
+                          f"'flowcs.experiments' entry point)")
+    try:
+        module = importlib.import_module(EXPERIMENTS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name and EXPERIMENTS[name].startswith(exc.name):
+            raise ConfigError(f"experiment {name!r}: cannot import its module {EXPERIMENTS[name]!r} ({exc})") from exc
+        raise
+    return check_experiment_module(name, module)
 
 
 def build_context(
