@@ -23,7 +23,7 @@ from .io import write_text
 
 #: results files shown first, in this order; other ``*.json`` files in the SPEC §9 schema follow
 KNOWN_RESULTS = ("metrics.json", "compare.json", "ablation.json")
-_UNITS = {"percent": "%", "pixels": " px", "acceleration": "×", "lines": " lines"}
+_UNITS = {"percent": "%", "pixels": " px", "acceleration": "×", "lines": " lines", "points": " pts"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1100px;
