@@ -1,4 +1,6 @@
-"""MkDocs hook: expand ``<!-- flowcs-api -->`` in docs/api.md into one mkdocstrings block per flowcs module.
+"""MkDocs hooks: the API page lists every flowcs module; pages missing from the nav still get built.
+
+``<!-- flowcs-api -->`` in docs/api.md becomes one mkdocstrings block per flowcs module.
 
 The module list is read from ``src/flowcs`` at build time, so the reference always covers every module (and
 ``tests/test_docs.py`` checks that every public class ends up in the built page).
@@ -55,9 +57,40 @@ def static_copy() -> Path:
     return root
 
 
+def _nav_pages(nav) -> list[str]:
+    out = []
+    for item in nav or []:
+        values = item.values() if isinstance(item, dict) else [item]
+        for value in values:
+            out += _nav_pages(value) if isinstance(value, list) else [value]
+    return out
+
+
+def _title(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return path.stem
+
+
+def add_unlisted_pages(config) -> None:
+    """Pages under docs/ that the nav of mkdocs.yml does not list go to a last "More" section.
+
+    Several people add pages; a page missing from the nav is then still built, linked and link-checked
+    instead of failing the strict build as an omitted file.
+    """
+    docs = Path(config["docs_dir"])
+    listed = set(_nav_pages(config["nav"]))
+    extra = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.md"))
+    extra = [p for p in extra if p not in listed]
+    if extra and config["nav"] is not None:
+        config["nav"].append({"More": [{_title(docs / p): p} for p in extra]})
+
+
 @event_priority(100)  # before mkdocstrings reads its handler options
 def on_config(config):
     global _COPY
+    add_unlisted_pages(config)
     _COPY = static_copy()
     handlers = config.plugins["mkdocstrings"].config["handlers"]
     handlers.setdefault("python", {})["paths"] = [str(_COPY)]
