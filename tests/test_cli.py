@@ -47,7 +47,7 @@ def test_smoke_run_writes_schema_figures_and_metadata(smoke_run):
     metrics = json.loads((res / "metrics.json").read_text())
     assert metrics["experiment"] == "mnist-classify" and metrics["metric"] == "accuracy"
     assert metrics["budgets"] == [1.0, 4.0, 8.0] and metrics["budget_unit"] == "percent"
-    assert set(metrics["policies"]) == {"flow", "random", "random-same-total", "full"}
+    assert set(metrics["policies"]) == {"flow", "flow+ft", "random", "random-same-total", "full"}
     for row in metrics["policies"].values():
         assert len(row["mean"]) == 3 and all(0 <= m <= 1 for m in row["mean"])
         assert row["n"] == 512

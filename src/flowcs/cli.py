@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowcs", description="Learn where to measure: flow-matching sampling policies for compressed sensing.")
     parser.add_argument("--version", action="version", version=f"flowcs {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import a plug-in module that registers experiments/operators/tasks/policies "
+                             "(repeatable; also $FLOWCS_PLUGINS)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train the task models and the flow policy of an experiment")
@@ -198,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     try:
+        if args.plugin:
+            from .registry import load_plugins
+
+            load_plugins(args.plugin)
         command = COMMANDS.get(args.command) or _plugins()[args.command].run
         code = command(args)
     except FlowcsError as exc:
