@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "mnist-classify": "flowcs.experiments.mnist_classify",
     "mnist-recon": "flowcs.experiments.mnist_recon",
     "faces-recon": "flowcs.experiments.faces_recon",
+    "mri-4x": "flowcs.experiments.mri.mri_4x", "mri-8x": "flowcs.experiments.mri.mri_8x",  # one module, two presets
 }
 
 
