@@ -1,0 +1,82 @@
+"""The shared training objective of the learned peers (LOUPE, DPS, A-DPS) against a frozen task.
+
+Every peer exposes ``relaxed_mask(k, acquired, generator, observe) -> (B, N)`` float mask of the *new*
+locations (relaxed Bernoulli for LOUPE; straight-through Gumbel top-k for DPS / A-DPS). The objective
+measures the batch with ``acquired ∪ relaxed``, reconstructs the zero-filled image, feeds it to the
+**frozen** task model and returns the task loss; only the peer's parameters are trained (the task is
+not a submodule of the objective: it is neither in the optimiser nor in the checkpoint, and ``fit``'s
+``train()`` call cannot switch its BatchNorm/Dropout layers out of eval mode).
+
+Measurements use the identity of masking operators ``measure(x, m) = mask_to_image(m) · measure(x, 1)``:
+the fully-sampled measurement (noisy where the experiment adds noise) is drawn once per batch, so every
+``observe`` of a sequential peer sees the same noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..masks import sample_budgets
+from ..operators.base import Operator
+from ..tasks.base import Task
+
+__all__ = ["PeerObjective", "full_measurement", "observer"]
+
+FirstFn = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+MeasureFn = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+def full_measurement(operator: Operator, x: torch.Tensor, noisy: bool = False,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """The measurement with every location sampled (noisy when asked and the operator has noise)."""
+    ones = torch.ones(x.shape[0], operator.n_locations, dtype=torch.bool, device=x.device)
+    if noisy:
+        return operator.measure(x, ones, noisy=True, generator=generator)
+    return operator.measure(x, ones)
+
+
+def observer(operator: Operator, y_full: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``observe(mask) -> zero-filled image`` of the samples whose full measurement is ``y_full``."""
+
+    def observe(mask: torch.Tensor) -> torch.Tensor:
+        return operator.zero_filled(operator.mask_to_image(mask).to(y_full.dtype) * y_full, mask)
+
+    return observe
+
+
+class PeerObjective(nn.Module):
+    """Task loss of a peer's relaxed mask on top of the experiment's first measurement.
+
+    ``first(x, generator) -> acquired`` is the experiment's first measurement (random pixels or the MRI
+    low-frequency band, possibly empty); ``budget`` is a fixed number of new locations (per-budget
+    training, as in the papers) or a ``(min, max)`` rate range in percent sampled per batch.
+    """
+
+    def __init__(self, peer: nn.Module, task: Task, operator: Operator, first: FirstFn,
+                 budget: int | tuple[float, float], noisy: bool = False):
+        super().__init__()
+        self.peer = peer
+        self.task = task  # frozen, deliberately not registered as a submodule
+        self.operator, self.first, self.budget, self.noisy = operator, first, budget, noisy
+
+    def _k(self, generator) -> int:
+        if isinstance(self.budget, int):
+            return self.budget
+        lo, hi = self.budget
+        return int(sample_budgets(1, self.operator.n_locations, lo, hi, generator)[0])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        op = self.operator
+        acquired = self.first(x, generator)
+        k = self._k(generator)
+        observe = observer(op, full_measurement(op, x, self.noisy, generator))
+        new = self.peer.relaxed_mask(k, acquired, generator, observe)
+        mask = torch.where(acquired, torch.ones_like(new), new)
+        pred = self.task.predict(observe(mask), op.mask_to_image(mask))
+        loss = self.task.loss(pred, y)
+        with torch.no_grad():
+            score = self.task.score(pred.detach(), y).float().mean()
+        return {"loss": loss, self.task.metric: score, "new_locations": new.detach().sum(1).mean()}
