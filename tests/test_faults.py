@@ -157,8 +157,6 @@ def test_inspect_reports_any_corrupt_h5_metadata_byte_as_a_problem(h5_volume, tm
             assert p.startswith(f"{bad}: ") and "\n" not in p
 
 
-@pytest.mark.xfail(strict=True, reason="bug: flowcs.data.fastmri lets h5py's RuntimeError/KeyError/ValueError/"
-                   "TypeError/UnicodeDecodeError on damaged HDF5 metadata escape instead of a DataError")
 def test_h5_loader_turns_any_corrupt_metadata_byte_into_a_data_error(h5_volume, tmp_path):
     raw = h5_volume.read_bytes()
     bad = tmp_path / "flip.h5"

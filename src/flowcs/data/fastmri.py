@@ -26,9 +26,10 @@ workers leads to corrupt reads and memory growth), so :class:`FastMRISlices` is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,18 @@ def _open(path: Path) -> h5py.File:
         raise DataError(f"{path}: not a readable HDF5 file (truncated or corrupt: {msg[:160]})") from None
 
 
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[h5py.File]:
+    """Open a volume; any low-level h5py failure on damaged metadata becomes one DataError naming the file."""
+    try:
+        with _open(path) as f:
+            yield f
+    except DataError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: corrupt HDF5 file ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
 def _check_kspace(path: Path, f: h5py.File) -> h5py.Dataset:
     if "kspace" not in f:
         found = ", ".join(sorted(f.keys())[:8]) or "nothing"
@@ -114,7 +127,7 @@ def _attrs(f: h5py.File) -> dict:
 def inspect_volume(path: str | os.PathLike) -> VolumeInfo:
     """Open, validate the layout (not the values) and describe one volume."""
     path = Path(path)
-    with _open(path) as f:
+    with _reading(path) as f:
         ks = _check_kspace(path, f)
         return VolumeInfo(path, int(ks.shape[0]), int(ks.shape[1]), int(ks.shape[2]), _attrs(f),
                           "ismrmrd_header" in f)
@@ -167,7 +180,7 @@ def _read_kspace_slice(path: Path, ks: h5py.Dataset, index: int) -> np.ndarray:
 def read_slice(path: str | os.PathLike, index: int, size: int | None = None) -> np.ndarray:
     """One slice as a complex64 image (rows, cols), centre-cropped to size × size when ``size`` is given."""
     path = Path(path)
-    with _open(path) as f:
+    with _reading(path) as f:
         ks = _check_kspace(path, f)
         img = kspace_to_image(_read_kspace_slice(path, ks, index))
     return center_crop(img, size, path) if size else img
@@ -181,7 +194,7 @@ def read_volume_images(path: str | os.PathLike, size: int | None = None,
     is returned.
     """
     path = Path(path)
-    with _open(path) as f:
+    with _reading(path) as f:
         ks = _check_kspace(path, f)
         idx = list(range(ks.shape[0])) if half_width is None else center_slices(ks.shape[0], half_width)
         if size and (size > ks.shape[1] or size > ks.shape[2]):
