@@ -16,7 +16,7 @@ import yaml
 from flowcs.config import from_dict, load_yaml
 from flowcs.errors import ConfigError
 from flowcs.experiments import build_context, faces_recon, mnist_recon
-from flowcs.experiments.mnist_recon import recon_metrics
+from flowcs.experiments.mnist_recon import DataConsistentTask, make_recon_unet, recon_metrics
 from flowcs.experiments.pixel import budgets_to_pixels, first_measurement
 from flowcs.masks import random_mask
 from flowcs.metrics import mae, psnr, ssim
@@ -122,6 +122,26 @@ def test_recon_metrics_clamp_predictions_to_the_pixel_range():
     assert m["ssim"](pred, target)[1].item() == pytest.approx(1.0)
 
 
+def test_data_consistency_keeps_measured_pixels_and_blends_soft_masks():
+    cfg = faces_recon.Config()
+    torch.manual_seed(0)
+    task = DataConsistentTask(make_recon_unet(mnist_recon.UNetConfig(widths=[4, 8, 8], bottleneck=8), 3)).freeze()
+    op = faces_recon.operator_for(cfg)
+    x = torch.rand(2, 3, 64, 64)
+    mask = random_mask(2, op.n_locations, 500, None, torch.Generator().manual_seed(1))
+    pred = task.predict(op.zero_filled(op.measure(x, mask), mask), op.mask_to_image(mask))
+    m = op.mask_to_image(mask).expand_as(x)
+    assert torch.equal(pred[m], x[m])  # measured pixels come back exactly, in every channel
+    raw = task.model(torch.cat([op.zero_filled(op.measure(x, mask), mask), m[:, :1].float()], 1))
+    assert torch.allclose(pred[~m], raw[~m])  # the U-Net fills the rest
+    soft = torch.full((2, op.n_locations), 0.5)
+    pred = task.predict(op.zero_filled(op.measure(x, soft), soft), op.mask_to_image(soft))
+    raw = task.model(torch.cat([0.25 * x, torch.full_like(x[:, :1], 0.5)], 1))
+    assert torch.allclose(pred, 0.25 * x + 0.75 * raw, atol=1e-6)  # convex blend with weight m^2
+    with pytest.raises(ConfigError, match="eval.full has no meaning"):
+        build_context("faces-recon", overrides=["eval.full=true"])
+
+
 def test_one_mask_is_shared_by_the_three_colour_channels():
     op = faces_recon.operator_for(faces_recon.Config())
     assert op.image_shape == (3, 64, 64) and op.n_locations == 64 * 64
@@ -163,9 +183,9 @@ def faces_smoke(tmp_path_factory):
     return run_dir, proc
 
 
-def _check_schema(metrics: dict, name: str, metric: str, unit: str, n: int):
+def _check_schema(metrics: dict, name: str, metric: str, unit: str, n: int, full: bool = True):
     assert metrics["experiment"] == name and metrics["metric"] == metric and metrics["budget_unit"] == unit
-    assert set(metrics["policies"]) == {"flow", "random", "random-same-total", "full"}
+    assert set(metrics["policies"]) == {"flow", "random", "random-same-total"} | ({"full"} if full else set())
     for rows in [metrics["policies"], *metrics["extra_metrics"].values()]:
         for row in rows.values():
             assert len(row["mean"]) == len(metrics["budgets"]) and row["n"] == n
@@ -215,8 +235,8 @@ def test_faces_smoke_outputs(faces_smoke):
     run_dir, _ = faces_smoke
     res = run_dir / "results"
     metrics = json.loads((res / "metrics.json").read_text())
-    _check_schema(metrics, "faces-recon", "psnr", "percent", 64)
-    assert metrics["higher_is_better"] is True
+    _check_schema(metrics, "faces-recon", "psnr", "percent", 64, full=False)
+    assert metrics["higher_is_better"] is True and metrics["data_consistency"] is True
     assert metrics["budgets"] == faces_recon.PAPER_RATES
     assert metrics["budget_pixels"] == [200, 400, 800, 1200, 2000]  # of 64 x 64
     assert metrics["image_shape"] == [3, 64, 64]

@@ -66,6 +66,12 @@ class DataConfig:
 
 
 @dataclass
+class TaskConfig:
+    # Keep the measured pixels: prediction = zero-filled + (1 - m^2) * U-Net (see DataConsistentTask).
+    data_consistency: bool = False
+
+
+@dataclass
 class EvalConfig:
     budgets: list[float] = field(default_factory=lambda: [10, 20, 50, 100, 250, 500])
     budget_unit: str = "pixels"  # or "percent" (of image_size^2)
@@ -90,6 +96,7 @@ def _flow_default() -> FlowTrainConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     unet: UNetConfig = field(default_factory=_unet_default)
     flow: FlowTrainConfig = field(default_factory=_flow_default)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -109,9 +116,31 @@ SMOKE = {
 # ----------------------------------------------------------------------------- shared by the recon experiments
 
 
+class DataConsistentTask(ReconstructionTask):
+    """Reconstruction that keeps what was measured: ``zero_filled + (1 - m²) ⊙ U(zero_filled, m)``.
+
+    For a hard mask the measured pixels are returned exactly and the U-Net only fills the others. For a soft
+    mask the pixel operator's zero-filled image is ``m² ⊙ x``, so the prediction is the convex blend
+    ``m² x + (1 - m²) U`` — its derivative in ``m`` rewards measuring where the U-Net's guess is wrong, which
+    gives the flow an informative task gradient through the sigmoid gate.
+    """
+
+    def predict(self, zero_filled, mask_image):
+        out = super().predict(zero_filled, mask_image)
+        w = mask_image.to(out.dtype) ** 2
+        return zero_filled + (1.0 - w) * out
+
+
+def make_task(unet: ReconUNet, cfg) -> ReconstructionTask:
+    return (DataConsistentTask if cfg.task.data_consistency else ReconstructionTask)(unet)
+
+
 def validate_recon(cfg, n_locations: int) -> list[int]:
     """Checks common to the reconstruction configs; returns the evaluation budgets in pixels."""
     e = cfg.eval
+    if e.full and cfg.task.data_consistency:
+        raise ConfigError("eval.full has no meaning with task.data_consistency: the fully sampled image is "
+                          "returned exactly (set eval.full=false)")
     budgets = budgets_to_pixels(e.budgets, e.budget_unit, n_locations, "evaluation budget")
     grid = budgets_to_pixels(e.grid_budgets, e.budget_unit, n_locations, "figure budget")
     missing = [v for v, b in zip(e.grid_budgets, grid) if b not in budgets]
@@ -135,6 +164,8 @@ def recon_signature(experiment: str, stage: str, cfg, channels: int, image_size:
     """What shapes a stage's network *and* the data it was trained for (a 64x64 model refuses 128x128 data)."""
     sig = {"experiment": experiment, "image_size": image_size, "channels": channels,
            "unet_widths": list(cfg.unet.widths), "unet_bottleneck": cfg.unet.bottleneck}
+    if cfg.task.data_consistency:  # only when on, so checkpoints from before the option still load
+        sig["data_consistency"] = True
     if stage == "flow":
         sig.update(flow_widths=list(cfg.flow.net.widths), flow_bottleneck=cfg.flow.net.bottleneck)
     return sig
@@ -164,12 +195,12 @@ def train_recon(ctx: RunContext, stages: list[str] | None, x: torch.Tensor, oper
     for stage in stages or list(STAGES):
         torch.manual_seed(ctx.seed)
         if stage == "unet":
-            task = ReconstructionTask(make_recon_unet(c.unet, channels))
+            task = make_task(make_recon_unet(c.unet, channels), c)
             obj = MaskedTaskObjective(task, operator, c.unet.rate_min, c.unet.rate_max, c.unet.noise_std)
             fit_stage(ctx, stage, obj.to(ctx.device), c.unet.loop, x, x, signature("unet"))
         elif stage == "flow":
             unet = trained_recon_unet(ctx, channels, signature)
-            task = ReconstructionTask(unet).freeze()
+            task = make_task(unet, c).freeze()
             model = build_flow_model(unet, operator, c.flow.net)
             obj = build_flow_objective(model, task, operator, c.flow).to(ctx.device)
             fit(obj, flow_batch_fn(x, x, operator, c.flow, ctx.device), x.shape[0], c.flow.loop,
@@ -204,7 +235,7 @@ def evaluate_recon(
     c = ctx.cfg
     channels, h, w = operator.image_shape
     unet = trained_recon_unet(ctx, channels, signature)
-    task = ReconstructionTask(unet).freeze()
+    task = make_task(unet, c).freeze()
     flow = load_flow_policy(ctx, "flow", unet, operator, c.flow, signature("flow"))
     k0 = c.flow.first_samples
     rand = RandomPolicy(operator.n_locations)
@@ -239,7 +270,8 @@ def evaluate_recon(
         ctx.experiment, primary, hib, unit, values, rows,
         extra_metrics={m: rows_for(m) for m in others},
         budget_pixels=budgets, first_samples=k0, total_pixels=[b + k0 for b in budgets],
-        margins=margins, seeds=c.eval.seeds, test_images=int(x.shape[0]), image_shape=[channels, h, w],
+        margins=margins, data_consistency=c.task.data_consistency,
+        seeds=c.eval.seeds, test_images=int(x.shape[0]), image_shape=[channels, h, w],
         data={**source, "protocol": protocol},
         **({"subsets": {name: {"indices": idx.tolist(), "metric": primary, "policies": rows_for(primary, idx),
                                 "extra_metrics": {m: rows_for(m, idx) for m in others}}
@@ -249,7 +281,9 @@ def evaluate_recon(
                "(total = budget + k0); random sees only the budget, as in the paper. One mask per image, shared "
                "by all colour channels. Reconstruction U-Net trained on random masks with noise, frozen for every "
                "policy; evaluation measurements are noiseless. margins: flow better by this much (positive = "
-               "flow wins) in the primary metric. std = across evaluation seeds."),
+               "flow wins) in the primary metric. std = across evaluation seeds."
+               + (" Data consistency: measured pixels are returned as measured, the U-Net fills the others."
+                  if c.task.data_consistency else "")),
     )
     if ctx.dist.is_main:
         res = ctx.results_dir
