@@ -273,3 +273,18 @@ def test_peer_objective_trains_the_peer_against_a_frozen_task(name):
         assert torch.equal(v, before[k])
     if name != "loupe":
         assert abs(float(out["new_locations"]) - 6) < 1e-5  # straight-through: exactly the budget
+
+
+@pytest.mark.parametrize("op", [OP, KSpaceLineOperator(8, 8)], ids=["pixel", "kspace"])
+def test_observer_is_linear_in_soft_masks_and_exact_on_hard_ones(op):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, *op.image_shape, generator=gen)
+    observe = observer(op, full_measurement(op, x))
+    hard = torch.rand(2, op.n_locations, generator=gen) < 0.4
+    assert torch.allclose(observe(hard), op.zero_filled(op.measure(x, hard), hard), atol=1e-6)
+    soft = torch.rand(2, op.n_locations, generator=gen)
+    assert torch.allclose(observe(0.5 * soft), 0.5 * observe(soft), atol=1e-6)
+    # the learning signal reaches unselected locations (m = 0): d observe / d m ≠ 0 there
+    m = hard.float().requires_grad_(True)
+    (observe(m) * torch.randn(2, *op.image_shape, generator=gen)).sum().backward()
+    assert (m.grad[~hard] != 0).any()

@@ -142,7 +142,7 @@ PRESETS: dict[str, dict] = {
         "dps": {"loop": {"batch_size": 32, "steps_per_epoch": 150}},
         "adps": {"widths": [16, 32, 32], "loop": {"batch_size": 32, "steps_per_epoch": 200}},
         "ads": {"widths": [16, 32, 64], "per_round": 200, "test_images": 64, "samples": 6, "steps": 6,
-                "loop": {"batch_size": 32, "steps_per_epoch": 1200}},
+                "loop": {"epochs": 4, "batch_size": 32, "steps_per_epoch": 300}},
     },
     # MRI: every peer step runs the frozen MoDL (5 unrolls x 8 CG steps) forward and backward: ~8-16 s per
     # batch of 2 on the shared CPU, so the peers get tens of steps (recorded in compare.json)
@@ -151,14 +151,14 @@ PRESETS: dict[str, dict] = {
         "dps": {"loop": {"batch_size": 2, "steps_per_epoch": 50, "log_every": 5}},
         "adps": {"steps": 4, "loop": {"batch_size": 2, "lr": 3e-3, "steps_per_epoch": 60, "log_every": 5}},
         "ads": {"widths": [8, 16, 32], "per_round": 1, "test_images": None, "samples": 6, "steps": 6,
-                "max_batch": 64, "loop": {"batch_size": 8, "steps_per_epoch": 400, "log_every": 20}},
+                "max_batch": 64, "loop": {"epochs": 9, "batch_size": 8, "log_every": 20}},  # 46 steps/epoch
     },
     "mri-8x": {
         "loupe": {"loop": {"batch_size": 2, "steps_per_epoch": 40, "log_every": 5}},
         "dps": {"loop": {"batch_size": 2, "steps_per_epoch": 40, "log_every": 5}},
         "adps": {"steps": 3, "loop": {"batch_size": 2, "lr": 3e-3, "steps_per_epoch": 50, "log_every": 5}},
         "ads": {"widths": [8, 16, 32], "per_round": 1, "test_images": None, "samples": 6, "steps": 6,
-                "max_batch": 32, "loop": {"batch_size": 4, "steps_per_epoch": 300, "log_every": 20}},
+                "max_batch": 32, "loop": {"epochs": 4, "batch_size": 4, "log_every": 20}},  # 92 steps/epoch
     },
 }
 
@@ -336,7 +336,8 @@ def _pixel_harness(ctx: RunContext, cc: CompareConfig) -> Harness:
         channels = op.image_shape[0]
         sig = mod._signature(ctx)
         unet = trained_recon_unet(ctx, channels, sig)
-        task = ReconstructionTask(unet).freeze()
+        make_task = getattr(mnist_recon, "make_task", None)  # task.data_consistency (measured pixels kept)
+        task = (make_task(unet, c) if make_task else ReconstructionTask(unet)).freeze()
 
         def flow():
             return load_flow_policy(ctx, "flow", unet, op, c.flow, sig("flow"))
@@ -356,7 +357,9 @@ def _pixel_harness(ctx: RunContext, cc: CompareConfig) -> Harness:
         def score(pred, target):
             return {m: fn(pred, target) for m, fn in metrics.items()}
 
-        protocol = f"{name}: frozen reconstruction U-Net (stage 'unet'), pixel values in [0, 1]"
+        dc = bool(getattr(getattr(c, "task", None), "data_consistency", False))
+        protocol = (f"{name}: frozen reconstruction U-Net (stage 'unet'"
+                    f"{', measured pixels kept (task.data_consistency)' if dc else ''}), pixel values in [0, 1]")
     if cc.test_subset:
         xte, yte = xte[:cc.test_subset], yte[:cc.test_subset]
     k0 = c.flow.first_samples
@@ -485,6 +488,7 @@ def _peer_signature(h: Harness, name: str, budget, cfg, task_fp: str) -> dict:
     loop = to_dict(cfg.loop)
     shape["loop"] = {k: loop[k] for k in ("epochs", "batch_size", "lr", "steps_per_epoch")}
     return {"experiment": h.experiment, "peer": name, "n_locations": h.operator.n_locations,
+            "sampling": "operator" if name == "loupe" else "linear",
             "image_shape": list(h.operator.image_shape), "budget": budget, "first_locations": h.first_locations,
             "noisy": h.noisy, "task": task_fp, **shape}
 

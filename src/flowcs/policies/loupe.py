@@ -83,6 +83,8 @@ class LOUPEPolicy(nn.Module, Policy):
 
     name = "loupe"
     adaptive = False
+    #: soft mask values reach the task: keep the operator's soft-mask convention (see policies.training)
+    linear_sampling = False
 
     def __init__(self, n_locations: int, prob_slope: float = 5.0, sample_slope: float = 12.0,
                  test_mode: str = "topk", seed: int = 0):

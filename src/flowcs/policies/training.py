@@ -10,6 +10,15 @@ not a submodule of the objective: it is neither in the optimiser nor in the chec
 Measurements use the identity of masking operators ``measure(x, m) = mask_to_image(m) · measure(x, 1)``:
 the fully-sampled measurement (noisy where the experiment adds noise) is drawn once per batch, so every
 ``observe`` of a sequential peer sees the same noise.
+
+Straight-through peers (DPS, A-DPS; ``linear_sampling = True``) see the mask **once** in the zero-filled image
+(``A_1ᴴ (m ⊙ y_full)``, linear in m, as DPS's sampling layer), not twice as ``zero_filled(measure(x, m), m)``
+does (m²). Both agree on hard masks — the forward values of a straight-through mask are hard, so nothing the
+task sees changes — but with m² the gradient at an *unselected* location (m = 0) is exactly zero: only the
+locations already drawn would ever get a learning signal. LOUPE (``linear_sampling = False``) feeds *soft*
+values forward, so it keeps the operator's own soft-mask convention (m², the one the task models — MoDL's
+normal operator Fᴴ diag(m²) F — and the flow's gate use); with the linear form MoDL's data consistency would
+contradict its zero-filled input.
 """
 
 from __future__ import annotations
@@ -38,11 +47,19 @@ def full_measurement(operator: Operator, x: torch.Tensor, noisy: bool = False,
     return operator.measure(x, ones)
 
 
-def observer(operator: Operator, y_full: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``observe(mask) -> zero-filled image`` of the samples whose full measurement is ``y_full``."""
+def observer(operator: Operator, y_full: torch.Tensor, linear: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``observe(mask) -> zero-filled image`` of the samples whose full measurement is ``y_full``.
+
+    Equal to ``zero_filled(measure(x, mask), mask)`` for hard masks. Soft masks: ``linear`` = the mask applied
+    once (A_1ᴴ (m ⊙ y)); otherwise the operator's own convention (see the module doc).
+    """
+    ones = torch.ones(y_full.shape[0], operator.n_locations, dtype=torch.bool, device=y_full.device)
 
     def observe(mask: torch.Tensor) -> torch.Tensor:
-        return operator.zero_filled(operator.mask_to_image(mask).to(y_full.dtype) * y_full, mask)
+        m = operator.mask_to_image(mask).to(y_full.dtype)
+        if not linear:
+            return operator.zero_filled(m * y_full, mask)
+        return operator.adjoint(m * y_full, ones[:mask.shape[0]])
 
     return observe
 
@@ -72,7 +89,8 @@ class PeerObjective(nn.Module):
         op = self.operator
         acquired = self.first(x, generator)
         k = self._k(generator)
-        observe = observer(op, full_measurement(op, x, self.noisy, generator))
+        observe = observer(op, full_measurement(op, x, self.noisy, generator),
+                           linear=getattr(self.peer, "linear_sampling", True))
         new = self.peer.relaxed_mask(k, acquired, generator, observe)
         mask = torch.where(acquired, torch.ones_like(new), new)
         pred = self.task.predict(observe(mask), op.mask_to_image(mask))
