@@ -88,8 +88,12 @@ class FineTuneConfig:
 
 
 def _default_flow() -> FlowTrainConfig:
-    return FlowTrainConfig(net=FlowNetConfig(widths=[8, 16, 32], bottleneck=64),
-                           loop=LoopConfig(epochs=2, batch_size=128, lr=1e-3))
+    # loss "task": the frozen classifier's loss alone trains the velocity field (no FM term, no Kendall
+    # weights). On MNIST it beat the Kendall FM + task objective by ~9 points at 4 % (results/mnist-classify/
+    # README.md, "Choice of the flow loss"). The saliency targets remain the x1 end of the path, so they
+    # still place the training states x_t; the FM loss is only logged.
+    return FlowTrainConfig(net=FlowNetConfig(widths=[8, 16, 32], bottleneck=64), loss="task",
+                           loop=LoopConfig(epochs=4, batch_size=128, lr=1e-3))
 
 
 @dataclass
@@ -348,7 +352,8 @@ def evaluate(ctx: RunContext) -> dict:
                            "note": "flow masks read by the classifier fine-tuned on flow masks (extra step)"}
     full_task = trained_classifier(ctx, "classifier-full")
     with torch.inference_mode():
-        full_acc = torch.cat([full_task.score(full_task.predict(x[i:i + 2000].to(ctx.device), None), y[i:i + 2000])
+        full_acc = torch.cat([full_task.score(full_task.predict(x[i:i + 2000].to(ctx.device), None),
+                                              y[i:i + 2000].to(ctx.device)).cpu()
                               for i in range(0, x.shape[0], 2000)]).float().mean().item()
     rows["full"] = {"mean": [full_acc] * len(budgets), "std": [0.0] * len(budgets), "n": int(x.shape[0]),
                     "note": "same MLP trained and tested on all 784 pixels"}
