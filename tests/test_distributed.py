@@ -15,7 +15,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-SMALL_FLOW = ["--set", "flow.loop.epochs=2", "--set", "flow.loop.steps_per_epoch=4"]
+# loss "both" (FM + task, Kendall): the tolerance below was set for it. With the task loss alone Adam
+# normalises tiny, near-tie-driven gradient components up to lr-sized steps, so float summation order moves
+# weights by ~2 lr in 8 steps; the sharding of data and noise under test does not depend on the loss.
+SMALL_FLOW = ["--set", "flow.loop.epochs=2", "--set", "flow.loop.steps_per_epoch=4", "--set", "flow.loss=both"]
 
 
 def flowcs(*args, procs: int = 1, cwd=REPO):
@@ -71,7 +74,7 @@ def test_resume_on_a_different_number_of_processes(pretrained):
     straight, mixed = _copy(pretrained, "straight"), _copy(pretrained, "mixed")
     flowcs("train", "mnist-classify", "--smoke", "--stage", "flow", "--run-dir", str(straight), *SMALL_FLOW)
     # first epoch on 2 processes, second epoch resumed on 1
-    half = ["--set", "flow.loop.epochs=1", "--set", "flow.loop.steps_per_epoch=4"]
+    half = [*SMALL_FLOW, "--set", "flow.loop.epochs=1"]
     flowcs("train", "mnist-classify", "--smoke", "--stage", "flow", "--run-dir", str(mixed), *half, procs=2)
     assert _weights(mixed)["global_step"] == 4
     flowcs("train", "mnist-classify", "--smoke", "--stage", "flow", "--run-dir", str(mixed), *SMALL_FLOW, "--resume")

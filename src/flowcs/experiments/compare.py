@@ -586,7 +586,7 @@ def evaluate_all(h: Harness, policies: dict[str, tuple[Policy, bool]], cc: Compa
                  ) -> tuple[list[dict], dict[str, Timing], int]:
     """Per-seed per-sample metrics ``[{metric: {policy: {budget: values}}}]`` and decision times.
 
-    Pixel experiments reproduce the generator use of :func:`flowcs.experiments.pixel.evaluate_policies_metrics`
+    Pixel experiments reproduce the generator use of :func:`flowcs.experiments.pixel.evaluate_policies`
     (first measurement, then flow, random, random-same-total from one generator per batch), MRI that of
     :func:`flowcs.experiments.mri.evaluate` (noise and policy seeds), so those rows equal the experiment's own
     metrics.json at the same seeds and test set. Peers draw from their own generators.

@@ -405,7 +405,7 @@ def ablate(ctx: RunContext) -> dict:
         train_flow(ctx, flow_cfg, xtr, ytr, stage)
         policy = trained_flow(ctx, flow_cfg, stage)
         res = evaluate_policies({"flow": (policy, True)}, task, OPERATOR, xte, yte, budgets, flow_cfg.first_samples,
-                                seed=ctx.seed * 1000, batch_size=c.eval.batch_size, device=ctx.device)
+                                seed=ctx.seed * 1000, batch_size=c.eval.batch_size, device=ctx.device)[task.metric]
         rows[label] = {"mean": [float(res["flow"][b].float().mean()) for b in budgets], "n": int(xte.shape[0]),
                        **changes}
     payload = metrics_payload(NAME + "-ablation", "accuracy", True, "percent", list(c.ablation.rates), rows,

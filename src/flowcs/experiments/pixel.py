@@ -175,6 +175,7 @@ def flow_batch_fn(images: torch.Tensor, labels: torch.Tensor, operator: PixelOpe
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@torch.inference_mode()
 def evaluate_policies(
     policies: dict[str, tuple[Policy, bool]],
     task: Task,
@@ -186,44 +187,21 @@ def evaluate_policies(
     seed: int,
     batch_size: int,
     device: torch.device,
-    on_batch: Callable[[str, int, dict[int, torch.Tensor], torch.Tensor], None] | None = None,
-    progress: Callable | None = None,
-) -> dict[str, dict[int, torch.Tensor]]:
-    """Per-sample task scores (``task.metric``) for every (policy, budget) on one seed.
-
-    ``policies`` maps a row name to (policy, reuse_first): with ``reuse_first``
-    the policy starts from the random first measurement (acquired pixels are
-    kept and the condition is its U-Net input); without it the policy gets no
-    first measurement and only ``budget`` pixels.
-    """
-    res = evaluate_policies_metrics(policies, task, operator, images, labels, budgets, first_samples, seed,
-                                    batch_size, device, {task.metric: task.score}, on_batch, progress)
-    return res[task.metric]
-
-
-@torch.inference_mode()
-def evaluate_policies_metrics(
-    policies: dict[str, tuple[Policy, bool]],
-    task: Task,
-    operator: PixelOperator,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    budgets: list[int],
-    first_samples: int,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    metrics: dict[str, MetricFn],
+    metrics: dict[str, MetricFn] | None = None,
     on_batch: Callable[[str, int, dict[int, torch.Tensor], torch.Tensor], None] | None = None,
     progress: Callable | None = None,
 ) -> dict[str, dict[str, dict[int, torch.Tensor]]]:
-    """Like :func:`evaluate_policies` for several per-sample metrics ``fn(prediction, labels) -> (B,)``.
+    """Per-sample metrics ``fn(prediction, labels) -> (B,)`` for every (policy, budget) on one seed.
 
-    Returns ``{metric: {policy: {budget: per-sample values}}}``; each prediction is computed once.
+    ``policies`` maps a row name to (policy, reuse_first): with ``reuse_first`` the policy starts from the
+    random first measurement (acquired pixels are kept and the condition is its U-Net input); without it
+    the policy gets no first measurement and only ``budget`` pixels. ``metrics`` default: the task's own
+    metric. Returns ``{metric: {policy: {budget: per-sample values}}}``; each prediction is computed once.
     Under torchrun each process evaluates its slice of every batch, with the noise a single process
     would draw for those samples (:mod:`flowcs.rng`); the per-sample values are gathered in order, so
     the result is exactly the single-process one.
     """
+    metrics = metrics or {task.metric: task.score}
     task.model.eval()
     dist = current_dist()
     out = {m: {name: {b: [] for b in budgets} for name in policies} for m in metrics}
@@ -294,7 +272,7 @@ def evaluate_over_seeds(
     record: str | None = "flow",
     n_grid: int = 8,
 ) -> tuple[list[dict[str, dict[str, dict[int, torch.Tensor]]]], MaskRecord]:
-    """Run :func:`evaluate_policies_metrics` once per seed (``metrics`` default: the task metric).
+    """Run :func:`evaluate_policies` once per seed (``metrics`` default: the task metric).
 
     Returns the per-seed results (``[{metric: {policy: {budget: values}}}]``) and a :class:`MaskRecord` of
     policy ``record`` on the first seed (sampling density over all images, masks of the first ``n_grid``).
@@ -314,7 +292,7 @@ def evaluate_over_seeds(
 
     per_seed = []
     for i, seed in enumerate(seeds):
-        per_seed.append(evaluate_policies_metrics(
+        per_seed.append(evaluate_policies(
             policies, task, operator, images, labels, budgets, first_samples, seed, batch_size, device, metrics,
             on_batch=on_batch if i == 0 and record else None,
             progress=lambda it, i=i: tqdm(it, desc=f"evaluate seed {i}", leave=False)))
