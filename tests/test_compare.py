@@ -46,6 +46,7 @@ def smoke_compare(tmp_path_factory):
     return run_dir, before
 
 
+@pytest.mark.slow  # shares a ~4-min smoke comparison (peers trained on real MNIST)
 def test_schema_and_one_row_per_policy(smoke_compare):
     run_dir, _ = smoke_compare
     res = run_dir / "results"
@@ -70,6 +71,7 @@ def test_schema_and_one_row_per_policy(smoke_compare):
     assert (res / "compare.png").stat().st_size > 1000 and (res / "compare.run.json").is_file()
 
 
+@pytest.mark.slow  # shares a ~4-min smoke comparison (peers trained on real MNIST)
 def test_peers_are_trained_against_the_frozen_task(smoke_compare):
     run_dir, before = smoke_compare
     assert _sha(run_dir / "classifier.pt") == before  # the task checkpoint is untouched
@@ -88,6 +90,7 @@ def test_peers_are_trained_against_the_frozen_task(smoke_compare):
         assert not any("net.1.weight" == k.split(".", 1)[1] for k in ckpt["model"])
 
 
+@pytest.mark.slow  # shares a ~4-min smoke comparison (peers trained on real MNIST)
 def test_rerun_loads_trained_peers_and_reproduces(smoke_compare):
     run_dir, _ = smoke_compare
     first = json.loads((run_dir / "results" / "compare.json").read_text())
