@@ -125,3 +125,24 @@ def test_help_lists_every_command(capsys):
         assert "--smoke" in text and "--device" in text and "--resume" in text and "--threads" in text
         for experiment in EXPERIMENTS:
             assert experiment in " ".join(text.split())
+
+
+def test_git_commit_is_the_one_at_the_start_of_the_process(tmp_path):
+    """A commit made while a long run is going must not be recorded as that run's commit."""
+    import subprocess
+
+    from flowcs.runinfo import git_commit
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f").write_text("1")
+    git("add", "f")
+    git("commit", "-qm", "one")
+    first = git_commit(tmp_path)
+    assert first and len(first) == 40
+    (tmp_path / "f").write_text("2")
+    git("commit", "-qam", "two")
+    assert git_commit(tmp_path) == first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import random
 import subprocess
@@ -34,7 +35,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@functools.cache
 def git_commit(repo: Path | None = None) -> str | None:
+    """HEAD (``-dirty`` with uncommitted changes to tracked files) as of the *first* call in this process.
+
+    Cached because a run's code is what was imported at its start: a commit made while a long run is going
+    must not be recorded as the run's. ``flowcs`` calls it when a command starts.
+    """
     repo = repo or Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
