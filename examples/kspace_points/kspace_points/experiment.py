@@ -34,7 +34,7 @@ from flowcs.experiments.common import (
     write_results,
 )
 from flowcs.flow.model import FlowModel, FrozenEncoder
-from flowcs.flow.nets import SinusoidalTimeEmbedding
+from flowcs.flow.nets.mlp import MRIVelocityMLP, PooledCondition
 from flowcs.flow.objective import FlowTaskObjective
 from flowcs.flow.policy import FlowPolicy
 from flowcs.flow.targets import TargetEstimator
@@ -116,43 +116,13 @@ class ZeroFilledTask(Task):
         return (pred - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-12)
 
 
-class PooledCondition(nn.Module):
-    """Condition features: the zero-filled first measurement, average-pooled and flattened (no weights)."""
-
-    def __init__(self, pool: int):
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, condition: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(condition, self.pool).flatten(1)
-
-
-class PointVelocityMLP(nn.Module):
-    """v_θ(x_t, t, c) over N point scores; the output layer starts at zero (v = 0 at initialisation)."""
-
-    def __init__(self, n_locations: int, feature_dim: int, hidden: int, layers: int, time_dim: int = 32):
-        super().__init__()
-        self.time = SinusoidalTimeEmbedding(time_dim)
-        dims = [n_locations + feature_dim + time_dim] + [hidden] * layers
-        self.body = nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:])
-                                    for m in (nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU())])
-        self.out = nn.Linear(hidden, n_locations)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x_t, t, features):
-        if features.shape[0] != x_t.shape[0]:  # several flow samples per condition
-            features = features.repeat_interleave(x_t.shape[0] // features.shape[0], dim=0)
-        return self.out(self.body(torch.cat([x_t, features, self.time(t)], dim=1)))
-
-
 def operator_for(cfg: Config):
     return get_operator(cfg.geometry)(cfg.data.size, cfg.data.size)
 
 
 def build_flow_model(cfg: Config, n_locations: int) -> FlowModel:
     f = cfg.flow
-    velocity = PointVelocityMLP(n_locations, 2 * f.pool * f.pool, f.hidden, f.layers)
+    velocity = MRIVelocityMLP(n_locations, 2 * f.pool * f.pool, f.hidden, f.layers, time_dim=32)
     return FlowModel(FrozenEncoder(PooledCondition(f.pool)), velocity)
 
 
@@ -276,5 +246,4 @@ def ablate(ctx: RunContext) -> dict:
     raise ConfigError(f"{NAME} has no ablation")
 
 
-__all__ = ["Config", "SMOKE", "NAME", "STAGES", "validate", "train", "evaluate", "ablate", "ZeroFilledTask",
-           "PooledCondition", "PointVelocityMLP"]
+__all__ = ["Config", "SMOKE", "NAME", "STAGES", "validate", "train", "evaluate", "ablate", "ZeroFilledTask"]

@@ -30,7 +30,7 @@ from flowcs.errors import ConfigError, DataError
 from flowcs.experiments import report
 from flowcs.experiments.common import RunContext, load_stage, metrics_payload, seed_row, write_results
 from flowcs.flow.model import FlowModel, FrozenEncoder
-from flowcs.flow.nets import SinusoidalTimeEmbedding
+from flowcs.flow.nets.mlp import MRIVelocityMLP, PooledCondition
 from flowcs.flow.objective import FlowTaskObjective
 from flowcs.flow.policy import FlowPolicy
 from flowcs.flow.targets import TargetEstimator
@@ -135,36 +135,6 @@ def load_split(ctx: RunContext, split: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- models
 
 
-class PooledCondition(nn.Module):
-    """Condition features: the zero-filled low-frequency image, average-pooled and flattened (no weights)."""
-
-    def __init__(self, pool: int):
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, condition: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(condition, self.pool).flatten(1)
-
-
-class LineVelocityMLP(nn.Module):
-    """v_θ(x_t, t, c) over the N column scores; zero-initialised output (v = 0 at the start)."""
-
-    def __init__(self, n_locations: int, feature_dim: int, hidden: int, layers: int, time_dim: int = 32):
-        super().__init__()
-        self.time = SinusoidalTimeEmbedding(time_dim)
-        dims = [n_locations + feature_dim + time_dim] + [hidden] * layers
-        self.body = nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:])
-                                    for m in (nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU())])
-        self.out = nn.Linear(hidden, n_locations)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x_t, t, features):
-        if features.shape[0] != x_t.shape[0]:
-            features = features.repeat_interleave(x_t.shape[0] // features.shape[0], dim=0)
-        return self.out(self.body(torch.cat([x_t, features, self.time(t)], dim=1)))
-
-
 class NetworkObjective(nn.Module):
     """Stage ``network``: the user's net on the band plus a random number of random lines, MSE."""
 
@@ -191,7 +161,8 @@ def make_task(cfg: Config) -> OwnReconTask:
 
 def build_flow_model(cfg: Config, n: int) -> FlowModel:
     f = cfg.flow
-    return FlowModel(FrozenEncoder(PooledCondition(f.pool)), LineVelocityMLP(n, 2 * f.pool ** 2, f.hidden, f.layers))
+    velocity = MRIVelocityMLP(n, 2 * f.pool ** 2, f.hidden, f.layers, time_dim=32)
+    return FlowModel(FrozenEncoder(PooledCondition(f.pool)), velocity)
 
 
 def signature(cfg: Config, stage: str) -> dict:
@@ -310,4 +281,4 @@ def ablate(ctx: RunContext) -> dict:
 
 
 __all__ = ["Config", "SMOKE", "NAME", "STAGES", "validate", "train", "evaluate", "ablate", "phantom_images",
-           "LineVelocityMLP", "NetworkObjective"]
+           "NetworkObjective"]

@@ -5,6 +5,9 @@ reconstruction are global-average-pooled and concatenated into one vector, the f
 64-d sinusoidal embedding, and both are concatenated with the current scores x_t (one per k-space
 column, N = W). Four hidden layers Linear(512) → LayerNorm → SiLU, then a linear output of N
 velocities. The output layer starts at zero (v = 0 at initialisation), like the image flow net.
+
+Nothing in it is MRI-specific: any policy over N location scores with a feature *vector* per condition can use
+it (the examples pair it with :class:`PooledCondition`, a weight-free encoder for k-space points and lines).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .time_embedding import SinusoidalTimeEmbedding
 
-__all__ = ["MRIVelocityMLP", "pool_features"]
+__all__ = ["MRIVelocityMLP", "PooledCondition", "pool_features"]
 
 
 def pool_features(feats: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -25,6 +29,17 @@ def pool_features(feats: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         feats = [feats]
     pooled = [f.mean(dim=(-2, -1)) if f.ndim == 4 else f for f in feats]
     return torch.cat(pooled, dim=1)
+
+
+class PooledCondition(nn.Module):
+    """A weight-free condition encoder: the condition image average-pooled to pool × pool and flattened."""
+
+    def __init__(self, pool: int):
+        super().__init__()
+        self.pool = int(pool)
+
+    def forward(self, condition: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(condition, self.pool).flatten(1)
 
 
 class MRIVelocityMLP(nn.Module):
