@@ -76,7 +76,10 @@ def _propose(pol, x, budget, acquired, seed, op=OP, many=None):
 
 
 # ADS has no test-mode switch (its masks always come from posterior disagreement): one case for it
-@pytest.mark.parametrize("name,mode", [(n, m) for n in PEERS for m in ("topk", "sample") if (n, m) != ("ads", "sample")])
+CASES = [(n, m) for n in PEERS for m in ("topk", "sample") if (n, m) != ("ads", "sample")]
+
+
+@pytest.mark.parametrize("name,mode", CASES)
 def test_exact_budget_no_reselection_and_determinism(name, mode):
     pol = _policy(name, **({} if name == "ads" else {"test_mode": mode}))
     x, acq = _images(), _acquired()
