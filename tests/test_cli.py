@@ -127,10 +127,13 @@ def test_help_lists_every_command(capsys):
             assert experiment in " ".join(text.split())
 
 
-def test_git_commit_is_the_one_at_the_start_of_the_process(tmp_path):
+def test_git_commit_is_the_one_at_the_start_of_the_run(tmp_path, monkeypatch):
     """A commit made while a long run is going must not be recorded as that run's commit."""
     import subprocess
 
+    import torch
+
+    from flowcs.experiments import common
     from flowcs.runinfo import git_commit
 
     def git(*a):
@@ -141,8 +144,11 @@ def test_git_commit_is_the_one_at_the_start_of_the_process(tmp_path):
     (tmp_path / "f").write_text("1")
     git("add", "f")
     git("commit", "-qm", "one")
+    monkeypatch.setattr(common, "git_commit", lambda: git_commit(tmp_path))
+    ctx = common.RunContext("demo", None, {}, tmp_path, tmp_path, tmp_path, 0, torch.device("cpu"))
     first = git_commit(tmp_path)
     assert first and len(first) == 40
     (tmp_path / "f").write_text("2")
     git("commit", "-qam", "two")
-    assert git_commit(tmp_path) == first
+    assert git_commit(tmp_path) != first
+    assert ctx.metadata()["git_commit"] == first

@@ -200,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.time()
-    from .runinfo import git_commit
-
-    git_commit()  # the commit of the code this process runs, recorded in run.json at the end (cached)
     try:
         if args.plugin:
             from .registry import load_plugins

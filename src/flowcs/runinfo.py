@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import platform
 import random
 import subprocess
@@ -35,13 +34,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@functools.cache
 def git_commit(repo: Path | None = None) -> str | None:
-    """HEAD (``-dirty`` with uncommitted changes to tracked files) as of the *first* call in this process.
-
-    Cached because a run's code is what was imported at its start: a commit made while a long run is going
-    must not be recorded as the run's. ``flowcs`` calls it when a command starts.
-    """
+    """HEAD, with ``-dirty`` when tracked files have uncommitted changes (None outside a git checkout)."""
     repo = repo or Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
@@ -65,13 +59,15 @@ def versions() -> dict[str, str]:
 
 
 def run_metadata(
-    config: dict, seed: int, device: torch.device, started: float, extra: dict | None = None
+    config: dict, seed: int, device: torch.device, started: float, commit: str | None, extra: dict | None = None
 ) -> dict[str, Any]:
+    """``commit`` is the one read when the run started (:func:`git_commit`): a commit made while a long run is
+    going must not be recorded as the run's."""
     return {
         "command": " ".join(sys.argv),
         "config": config,
         "seed": seed,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "versions": versions(),
         "device": str(device),
         "cpu": platform.processor() or platform.machine(),

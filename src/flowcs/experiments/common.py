@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..io import to_json, write_json, write_texts
 from ..metrics import summarize
-from ..runinfo import run_metadata
+from ..runinfo import git_commit, run_metadata
 from ..training.checkpoint import load_checkpoint, load_state_into
 from ..training.distributed import DistInfo
 from ..training.loop import LoopConfig, fit
@@ -35,12 +35,13 @@ class RunContext:
     dist: DistInfo = field(default_factory=DistInfo)
     resume: bool = False
     started: float = field(default_factory=time.time)
+    commit: str | None = field(default_factory=lambda: git_commit())  # the code this run started with
 
     def checkpoint(self, name: str) -> Path:
         return self.run_dir / f"{name}.pt"
 
     def metadata(self, **extra) -> dict:
-        return run_metadata(self.cfg_dict, self.seed, self.device, self.started,
+        return run_metadata(self.cfg_dict, self.seed, self.device, self.started, self.commit,
                             {"experiment": self.experiment, "data_root": str(self.data_root), **extra})
 
 
