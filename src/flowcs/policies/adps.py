@@ -32,7 +32,7 @@ from ..masks import select_topk
 from ..operators.base import Operator
 from ..tasks.unet import network_input
 from .base import Policy
-from .dps import RELAXATIONS, TEST_MODES, gumbel_topk
+from .dps import check_gumbel_settings, gumbel_topk
 
 __all__ = ["ADPSNet", "ADPSPolicy", "split_budget"]
 
@@ -79,12 +79,7 @@ class ADPSPolicy(nn.Module, Policy):
                  test_mode: str = "topk"):
         nn.Module.__init__(self)
         Policy.__init__(self, operator.n_locations)
-        if test_mode not in TEST_MODES:
-            raise ConfigError(f"adps.test_mode {test_mode!r}: choose one of {', '.join(TEST_MODES)}")
-        if relax not in RELAXATIONS:
-            raise ConfigError(f"adps.relax {relax!r}: choose one of {', '.join(RELAXATIONS)}")
-        if tau <= 0:
-            raise ConfigError(f"adps.tau (temperature) must be > 0, got {tau}")
+        check_gumbel_settings("adps", tau, relax, test_mode)
         split_budget(1, steps)
         self.net = net
         self.operator = operator

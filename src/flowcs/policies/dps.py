@@ -29,10 +29,21 @@ from ..masks import select_topk, topk_threshold
 from ..rng import rand_rows
 from .base import Policy
 
-__all__ = ["DPSPolicy", "gumbel_noise", "gumbel_topk", "relaxed_topk", "RELAXATIONS", "TEST_MODES"]
+__all__ = ["DPSPolicy", "check_gumbel_settings", "gumbel_noise", "gumbel_topk", "relaxed_topk", "RELAXATIONS",
+           "TEST_MODES"]
 
 RELAXATIONS = ("auto", "softmax", "sigmoid")
 TEST_MODES = ("topk", "sample")
+
+
+def check_gumbel_settings(owner: str, tau: float, relax: str, test_mode: str) -> None:
+    """One-line errors for the Gumbel top-k settings that DPS and A-DPS share (``owner``: the config section)."""
+    if test_mode not in TEST_MODES:
+        raise ConfigError(f"{owner}.test_mode {test_mode!r}: choose one of {', '.join(TEST_MODES)}")
+    if relax not in RELAXATIONS:
+        raise ConfigError(f"{owner}.relax {relax!r}: choose one of {', '.join(RELAXATIONS)}")
+    if tau <= 0:
+        raise ConfigError(f"{owner}.tau (temperature) must be > 0, got {tau}")
 SOFTMAX_MAX_K = 128
 
 
@@ -97,12 +108,7 @@ class DPSPolicy(nn.Module, Policy):
                  seed: int = 0):
         nn.Module.__init__(self)
         Policy.__init__(self, n_locations)
-        if test_mode not in TEST_MODES:
-            raise ConfigError(f"dps.test_mode {test_mode!r}: choose one of {', '.join(TEST_MODES)}")
-        if relax not in RELAXATIONS:
-            raise ConfigError(f"dps.relax {relax!r}: choose one of {', '.join(RELAXATIONS)}")
-        if tau <= 0:
-            raise ConfigError(f"dps.tau (temperature) must be > 0, got {tau}")
+        check_gumbel_settings("dps", tau, relax, test_mode)
         gen = torch.Generator().manual_seed(seed)
         self.logits = nn.Parameter(0.01 * torch.randn(n_locations, generator=gen))
         self.tau, self.relax, self.test_mode = float(tau), relax, test_mode
