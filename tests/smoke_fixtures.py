@@ -1,0 +1,92 @@
+"""Every experiment's smoke numbers, recorded as fixtures so that moving code cannot change a result by accident.
+
+``python tests/smoke_fixtures.py`` (from the repository root) reruns ``flowcs run EXP --smoke`` and
+``flowcs compare EXP --smoke`` for every built-in experiment (one thread, CPU, seed 0; ≈ 3 minutes) and
+writes the numbers they produced to ``tests/fixtures/smoke/<experiment>.{metrics,compare}.json``.
+``tests/test_smoke_fixtures.py`` reruns the same commands and compares. Regenerate only in a commit that
+*means* to change numbers, and say why in its message.
+
+Kept: every field of ``metrics.json`` / ``compare.json`` except those that describe the machine, the time
+or the files of one run (:data:`VOLATILE`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "smoke"
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+EXPERIMENTS = ("mnist-classify", "mnist-recon", "faces-recon", "mri-4x", "mri-8x")
+#: top-level keys whose values depend on the machine, the clock or the run's paths
+VOLATILE = frozenset({"decision_time_ms", "wall_time_s", "training", "task", "data", "notes", "config", "protocol",
+                      "flow_policy_ms_per_slice", "first_measurement", "trained_per_budget", "test_ids"})
+
+
+def _cli(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FLOWCS_DATA": str(SHARED_DATA)}
+    src = str(REPO / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "flowcs", *args, "--threads", "1", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"flowcs {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def numbers(payload: dict) -> dict:
+    """The part of a results payload that a code move must not change."""
+    return {k: v for k, v in payload.items() if k not in VOLATILE}
+
+
+def run_smoke(experiment: str, root: Path) -> dict[str, dict]:
+    """Smoke run + smoke comparison of ``experiment`` under ``root``; returns ``{"metrics": …, "compare": …}``."""
+    run_dir = root / experiment
+    _cli("run", experiment, "--smoke", "--run-dir", str(run_dir))
+    _cli("compare", experiment, "--smoke", "--run-dir", str(run_dir), "--results", str(run_dir / "compare"))
+    return {"metrics": numbers(json.loads((run_dir / "results" / "metrics.json").read_text())),
+            "compare": numbers(json.loads((run_dir / "compare" / "compare.json").read_text()))}
+
+
+def fixture_path(experiment: str, kind: str) -> Path:
+    return FIXTURES / f"{experiment}.{kind}.json"
+
+
+def differences(got, want, where: str = "", tol: float = 1e-6) -> list[str]:
+    """Human-readable differences between two JSON trees (numbers within ``tol``, relative or absolute)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = [f"{where}.{k}: missing" for k in want if k not in got]
+        out += [f"{where}.{k}: unexpected" for k in got if k not in want]
+        for k in want:
+            if k in got:
+                out += differences(got[k], want[k], f"{where}.{k}", tol)
+        return out
+    if isinstance(want, list) and isinstance(got, list):
+        if len(got) != len(want):
+            return [f"{where}: length {len(got)} != {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in differences(g, w, f"{where}[{i}]", tol)]
+    if isinstance(want, (int, float)) and isinstance(got, (int, float)) and not isinstance(want, bool):
+        ok = math.isclose(float(got), float(want), rel_tol=tol, abs_tol=tol)
+        return [] if ok else [f"{where}: {got!r} != {want!r}"]
+    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+
+
+def main() -> int:
+    import tempfile
+
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for exp in EXPERIMENTS:
+            print(f"{exp} ...", flush=True)
+            for kind, payload in run_smoke(exp, Path(tmp)).items():
+                fixture_path(exp, kind).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    print(f"written {FIXTURES}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
