@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flowcs.cli import build_parser, main
-from flowcs.experiments import EXPERIMENTS
+from flowcs.registry import available
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_help_lists_every_command(capsys):
     for name in ("train", "evaluate", "ablate", "run"):
         text = sub.choices[name].format_help()
         assert "--smoke" in text and "--device" in text and "--resume" in text and "--threads" in text
-        for experiment in EXPERIMENTS:
+        for experiment in available("experiment"):
             assert experiment in " ".join(text.split())
 
 
@@ -133,7 +133,7 @@ def test_git_commit_is_the_one_at_the_start_of_the_run(tmp_path, monkeypatch):
 
     import torch
 
-    from flowcs.experiments import common
+    from flowcs.experiments import context
     from flowcs.runinfo import git_commit
 
     def git(*a):
@@ -144,8 +144,8 @@ def test_git_commit_is_the_one_at_the_start_of_the_run(tmp_path, monkeypatch):
     (tmp_path / "f").write_text("1")
     git("add", "f")
     git("commit", "-qm", "one")
-    monkeypatch.setattr(common, "git_commit", lambda: git_commit(tmp_path))
-    ctx = common.RunContext("demo", None, {}, tmp_path, tmp_path, tmp_path, 0, torch.device("cpu"))
+    monkeypatch.setattr(context, "git_commit", lambda: git_commit(tmp_path))
+    ctx = context.RunContext("demo", None, {}, tmp_path, tmp_path, tmp_path, 0, torch.device("cpu"))
     first = git_commit(tmp_path)
     assert first and len(first) == 40
     (tmp_path / "f").write_text("2")

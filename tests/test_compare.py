@@ -104,14 +104,17 @@ def test_rerun_loads_trained_peers_and_reproduces(smoke_compare):
 
 
 def test_unknown_policy_and_bad_settings_are_one_line_errors(tmp_path):
-    cc = compare.compare_config("mnist-classify")
+    allowed = ["flow", "random", "random-same-total", "loupe", "dps", "adps", "ads"]
     with pytest.raises(ConfigError, match="unknown policy"):
-        compare.parse_policies("flow,nope", cc, "pixel")
+        compare.parse_policies("flow,nope", allowed, allowed)
     with pytest.raises(ConfigError, match="unknown policy"):
-        compare.parse_policies("equispaced", cc, "pixel")
+        compare.parse_policies("equispaced", allowed, allowed)
+    with pytest.raises(ConfigError, match="listed twice"):
+        compare.parse_policies("flow,flow", allowed, allowed)
+    # the comparison's settings are the compare: section of the experiment config, checked before any work
     with pytest.raises(ConfigError, match="test_mode"):
-        compare.compare_config("mnist-classify", overrides=["loupe.test_mode=best"])
+        build_context("mnist-classify", overrides=["compare.loupe.test_mode=best"], run_dir=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="unknown config key"):
-        compare.compare_config("mnist-classify", overrides=["nope=1"])
-    exp, cmp_ = compare.split_overrides(["flow.steps=3", "compare.ads.samples=4"])
-    assert exp == ["flow.steps=3"] and cmp_ == ["ads.samples=4"]
+        build_context("mnist-classify", overrides=["compare.nope=1"], run_dir=str(tmp_path / "r"))
+    ctx = build_context("mnist-classify", overrides=["compare.ads.samples=4"], run_dir=str(tmp_path / "r"))
+    assert ctx.cfg.compare.ads.samples == 4 and ctx.cfg.compare.ads.steps == 6  # the experiment's preset

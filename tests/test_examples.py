@@ -19,7 +19,7 @@ import torch
 
 from flowcs import registry
 from flowcs.errors import ConfigError
-from flowcs.experiments import EXPERIMENTS, get_experiment
+from flowcs.experiments import get_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -88,11 +88,9 @@ def test_own_network_example_trains_and_the_flow_policy_helps(tmp_path):
 def plugin_path(monkeypatch):
     for folder in ("kspace_points", "mri_own_network"):
         monkeypatch.syspath_prepend(str(EXAMPLES / folder))
-    saved = dict(EXPERIMENTS), {k: dict(v) for k, v in registry._REGISTRY.items()}
+    saved = {k: dict(v) for k, v in registry._REGISTRY.items()}
     yield
-    EXPERIMENTS.clear()
-    EXPERIMENTS.update(saved[0])
-    for k, v in saved[1].items():
+    for k, v in saved.items():
         registry._REGISTRY[k].clear()
         registry._REGISTRY[k].update(v)
 
@@ -106,7 +104,7 @@ def test_plugin_env_registers_operator_task_and_experiment(plugin_path, monkeypa
     assert registry.get_task("own-recon") is OwnReconTask
     assert {"kspace-points", "own-recon-mri"} <= set(registry.available("experiment"))
     exp = get_experiment("kspace-points")
-    assert exp.NAME == "kspace-points" and exp.STAGES == ["flow"]
+    assert exp.name == "kspace-points" and exp.stages == ("flow",)
     # built-in names resolve lazily to the flowcs classes
     from flowcs.operators import KSpaceLineOperator
     from flowcs.policies import RandomPolicy
@@ -163,7 +161,7 @@ def test_incomplete_experiment_module_is_refused(plugin_path, monkeypatch):
 
 def test_entry_points_are_discovered_without_replacing_builtins(plugin_path, monkeypatch):
     fake = {
-        "flowcs.experiments": [SimpleNamespace(name="kspace-points", value="kspace_points.experiment"),
+        "flowcs.experiments": [SimpleNamespace(name="kspace-points", value="kspace_points.experiment:EXPERIMENT"),
                                SimpleNamespace(name="mnist-classify", value="evil.module")],
         "flowcs.operators": [SimpleNamespace(name="kspace-points", value="kspace_points.geometry:KSpacePointOperator")],
     }
@@ -171,9 +169,9 @@ def test_entry_points_are_discovered_without_replacing_builtins(plugin_path, mon
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
     monkeypatch.delenv("FLOWCS_PLUGINS", raising=False)
     registry._REGISTRY["operator"].pop("kspace-points", None)
-    EXPERIMENTS.pop("kspace-points", None)
-    assert get_experiment("kspace-points").NAME == "kspace-points"
-    assert EXPERIMENTS["mnist-classify"] == "flowcs.experiments.mnist_classify"
+    registry._REGISTRY["experiment"].pop("kspace-points", None)
+    assert get_experiment("kspace-points").name == "kspace-points"
+    assert registry._REGISTRY["experiment"]["mnist-classify"] == "flowcs.experiments.classify:EXPERIMENT"
     from kspace_points.geometry import KSpacePointOperator
 
     assert registry.get_operator("kspace-points") is KSpacePointOperator

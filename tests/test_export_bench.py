@@ -146,7 +146,7 @@ def test_exported_policy_runs_without_the_training_code(tmp_path):
 
 
 def test_percentiles_and_time_calls():
-    from flowcs.bench import percentiles, time_calls
+    from flowcs.bench.timing import percentiles, time_calls
 
     p = percentiles([float(i) for i in range(1, 101)])
     assert (p["p50_ms"], p["p90_ms"], p["p99_ms"], p["n"]) == (50.0, 90.0, 99.0, 100)
@@ -186,11 +186,11 @@ def test_cli_export_masks_equal_the_run_policy(smoke_run, tmp_path):
     assert cfg["experiment"] == "mri-8x" and cfg["columns"] == 208 and cfg["k"] == 18
     assert len(cfg["low_frequency_lines"]) == 8 and cfg["steps"] == 4  # the smoke preset's flow.steps
     # and against the training code directly, on the run's own policy
-    from flowcs.experiments.mri import Setup, trained_flow
-    from flowcs.experiments.mri_mask import _load_run
+    from flowcs.experiments.context import load_run
+    from flowcs.experiments.mri import Geometry, trained_flow
 
-    ctx = _load_run(smoke_run, torch.device("cpu"))
-    setup = Setup.from_cfg(ctx.cfg)
+    ctx = load_run(smoke_run, "cpu")
+    setup = Geometry.from_cfg(ctx.cfg)
     policy = trained_flow(ctx)
     y = lf_kspace(208, 3, setup.lf, 11)
     ref, _ = reference_masks(policy, y, setup.lf, setup.k, 4)

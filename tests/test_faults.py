@@ -37,7 +37,7 @@ from flowcs.data.inspect import inspect_path
 from flowcs.data.mnist import read_idx
 from flowcs.data.synthetic import write_fastmri_volume
 from flowcs.errors import CheckpointError, DataError, FlowcsError
-from flowcs.experiments.common import write_results
+from flowcs.evaluation.tables import write_results
 from flowcs.io import save_with, torch_load_safe, torch_save, write_json, write_text
 from flowcs.training import loop as loop_module
 from flowcs.training.checkpoint import load_checkpoint, newest_valid, save_checkpoint

@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from flowcs.config import from_dict, load_yaml
 from flowcs.errors import ConfigError
-from flowcs.experiments import build_context, faces_recon, mnist_recon
-from flowcs.experiments.mnist_recon import DataConsistentTask, make_recon_unet, recon_metrics
-from flowcs.experiments.pixel import budgets_to_pixels, first_measurement
+from flowcs.experiments import build_context, faces_recon, get_experiment
+from flowcs.experiments.pixel import UNetConfig, budgets_to_pixels, first_measurement
+from flowcs.experiments.recon import DataConsistentTask, make_recon_unet, recon_metrics
 from flowcs.masks import random_mask
 from flowcs.metrics import mae, psnr, ssim
 from flowcs.policies.random import RandomPolicy
@@ -54,14 +52,6 @@ def _went_down(values: list[float]) -> bool:
 
 
 # ----------------------------------------------------------------------------- configs
-
-
-@pytest.mark.parametrize("module,name", [(mnist_recon, "mnist-recon"), (faces_recon, "faces-recon")])
-def test_config_files_match_code_defaults(module, name):
-    full = load_yaml(REPO / "configs" / f"{name}.yaml")
-    assert from_dict(module.Config, full) == module.Config()
-    smoke = yaml.safe_load((REPO / "configs" / f"{name}-smoke.yaml").read_text())
-    assert smoke == module.SMOKE
 
 
 def test_budgets_in_pixels_or_percent():
@@ -126,8 +116,8 @@ def test_recon_metrics_clamp_predictions_to_the_pixel_range():
 def test_data_consistency_keeps_measured_pixels_and_blends_soft_masks():
     cfg = faces_recon.Config()
     torch.manual_seed(0)
-    task = DataConsistentTask(make_recon_unet(mnist_recon.UNetConfig(widths=[4, 8, 8], bottleneck=8), 3)).freeze()
-    op = faces_recon.operator_for(cfg)
+    task = DataConsistentTask(make_recon_unet(UNetConfig(widths=[4, 8, 8], bottleneck=8), 3)).freeze()
+    op = get_experiment("faces-recon").operator(cfg)
     x = torch.rand(2, 3, 64, 64)
     mask = random_mask(2, op.n_locations, 500, None, torch.Generator().manual_seed(1))
     pred = task.predict(op.zero_filled(op.measure(x, mask), mask), op.mask_to_image(mask))
@@ -144,7 +134,7 @@ def test_data_consistency_keeps_measured_pixels_and_blends_soft_masks():
 
 
 def test_one_mask_is_shared_by_the_three_colour_channels():
-    op = faces_recon.operator_for(faces_recon.Config())
+    op = get_experiment("faces-recon").operator(faces_recon.Config())
     assert op.image_shape == (3, 64, 64) and op.n_locations == 64 * 64
     x = torch.rand(4, 3, 64, 64) + 0.1  # no zero pixels: zeros in the measurement come from the mask
     gen = torch.Generator().manual_seed(0)

@@ -15,8 +15,8 @@ import torch
 
 from flowcs.cli import main
 from flowcs.errors import DataError
-from flowcs.experiments import report as figures
-from flowcs.experiments.common import metrics_payload, write_results
+from flowcs.evaluation import figures
+from flowcs.evaluation.tables import metrics_payload, write_results
 from flowcs.report import collect, render
 
 REPO = Path(__file__).resolve().parents[1]

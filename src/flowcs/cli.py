@@ -14,29 +14,8 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import FlowcsError
-
-
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from .experiments import EXPERIMENTS
-
-    p.add_argument("experiment", help=f"experiment name ({', '.join(EXPERIMENTS)})")
-    p.add_argument("--config", metavar="FILE", help="YAML config file (keys as in configs/<experiment>.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set flow.loop.epochs=2 (repeatable)")
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny preset (a couple of minutes on a CPU); results go under the run directory")
-    p.add_argument("--run-dir", metavar="DIR", help="checkpoints and logs (default runs/<experiment>[-smoke])")
-    p.add_argument("--results", metavar="DIR",
-                   help="where metrics.json and figures go (default results/<experiment>; smoke: <run-dir>/results)")
-    p.add_argument("--data", metavar="DIR",
-                   help="data root holding mnist/ (default: $FLOWCS_DATA, else ../shared/data, else the user cache)")
-    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoints in --run-dir")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads per process (default: torch's choice, or $OMP_NUM_THREADS); use 1 when "
-                        "several jobs share the cores")
+from .cli_common import add_run_args, context_from_args
+from .errors import ConfigError, FlowcsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,19 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train the task models and the flow policy of an experiment")
-    _add_run_args(p)
+    add_run_args(p)
     p.add_argument("--stage", action="append", metavar="STAGE",
                    help="train only this stage (repeatable; mnist-classify: classifier, classifier-full, unet, flow)")
 
     p = sub.add_parser("evaluate", help="evaluate trained policies on the test set; write metrics.json + figures")
-    _add_run_args(p)
+    add_run_args(p)
 
     p = sub.add_parser("ablate", help="gate (a, b) and loss-variant ablation from the trained task models")
-    _add_run_args(p)
+    add_run_args(p)
 
     p = sub.add_parser("run", help="train every stage, then evaluate (the whole experiment)")
-    _add_run_args(p)
+    add_run_args(p)
     p.add_argument("--ablation", action="store_true", help="also run the ablation afterwards")
+
+    p = sub.add_parser("config", help="print the effective configuration of an experiment (defaults, --smoke, "
+                                      "a run's config.yaml, --config, --set) as YAML")
+    add_run_args(p)
 
     data = sub.add_parser("data", help="download or inspect data sets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -94,39 +77,25 @@ def _plugins() -> dict:
     return found
 
 
-def _context(args):
-    from .experiments import build_context
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise FlowcsError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-    return build_context(args.experiment, args.config, args.overrides, args.smoke, args.run_dir, args.results,
-                         args.data, args.seed, args.device, args.resume)
-
-
 def _cmd_train(args) -> int:
-    from .experiments import get_experiment
+    from .experiments import get_experiment, record_run
 
-    ctx = _context(args)
     exp = get_experiment(args.experiment)
     for stage in args.stage or []:
-        if stage not in exp.STAGES:
-            raise FlowcsError(f"unknown stage {stage!r} for {args.experiment}; choose from {', '.join(exp.STAGES)}")
+        if stage not in exp.stages:
+            raise ConfigError(f"unknown stage {stage!r} for {args.experiment}; choose from {', '.join(exp.stages)}")
+    ctx = context_from_args(args)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    _record_config(ctx)
+    record_run(ctx)
     exp.train(ctx, args.stage)
-    _say(ctx, f"trained {', '.join(args.stage or exp.STAGES)} → {ctx.run_dir}")
+    _say(ctx, f"trained {', '.join(args.stage or exp.stages)} → {ctx.run_dir}")
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     from .experiments import get_experiment
 
-    ctx = _context(args)
+    ctx = context_from_args(args, use_run_config=True)
     payload = get_experiment(args.experiment).evaluate(ctx)
     _say(ctx, _summary(payload, ctx.results_dir))
     return 0
@@ -135,19 +104,19 @@ def _cmd_evaluate(args) -> int:
 def _cmd_ablate(args) -> int:
     from .experiments import get_experiment
 
-    ctx = _context(args)
+    ctx = context_from_args(args, use_run_config=True)
     payload = get_experiment(args.experiment).ablate(ctx)
     _say(ctx, _summary(payload, ctx.results_dir, "ablation"))
     return 0
 
 
 def _cmd_run(args) -> int:
-    from .experiments import get_experiment
+    from .experiments import get_experiment, record_run
 
-    ctx = _context(args)
     exp = get_experiment(args.experiment)
+    ctx = context_from_args(args)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    _record_config(ctx)
+    record_run(ctx)
     exp.train(ctx)
     payload = exp.evaluate(ctx)
     _say(ctx, _summary(payload, ctx.results_dir))
@@ -156,17 +125,8 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _record_config(ctx) -> None:
-    import yaml
-
-    from .io import write_text
-
-    if ctx.dist.is_main:
-        write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(ctx.cfg_dict, sort_keys=False))
-
-
 def _summary(payload: dict, results_dir: Path, name: str = "metrics") -> str:
-    from .experiments.common import markdown_table
+    from .evaluation.tables import markdown_table
 
     scale = 100 if payload["metric"] == "accuracy" else 1
     return f"{markdown_table(payload, scale)}written {results_dir / (name + '.json')}"
@@ -192,8 +152,22 @@ def _cmd_data(args) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_config(args) -> int:
+    import yaml
+
+    from .experiments import get_experiment
+    from .experiments.context import resolve_config
+
+    exp = get_experiment(args.experiment)
+    run_cfg = Path(args.run_dir) / "config.yaml" if args.run_dir else None
+    _, cfg = resolve_config(exp, args.smoke, run_cfg if run_cfg and run_cfg.is_file() else None, args.config,
+                            args.overrides)
+    print(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "ablate": _cmd_ablate, "run": _cmd_run,
-            "data": _cmd_data}
+            "config": _cmd_config, "data": _cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -282,15 +282,21 @@ def sidecar(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def _load_mri_run(run_dir):
+    """(context, experiment) of a trained mri-4x / mri-8x run directory."""
+    from .experiments import get_experiment
+    from .experiments.context import load_run
+
+    ctx = load_run(run_dir, "cpu", experiments=("mri-4x", "mri-8x"))
+    return ctx, get_experiment(ctx.experiment)
+
+
 def export_run(run_dir: str | Path, out: str | Path, steps: int | None = None, samples: int | None = None,
                freeze: bool = True, **options) -> dict:
     """Load a trained mri-4x / mri-8x run directory and export its flow policy."""
-    from .experiments.mri import Setup, trained_flow
-    from .experiments.mri_mask import _load_run
-
-    ctx = _load_run(Path(run_dir), torch.device("cpu"))
-    setup = Setup.from_cfg(ctx.cfg)
-    policy = trained_flow(ctx)
+    ctx, exp = _load_mri_run(run_dir)
+    setup = exp.geometry(ctx.cfg)
+    policy = exp.flow_policy(ctx)
     m = ctx.cfg.mri
     config = {"experiment": ctx.experiment, "run_dir": str(run_dir), "image_size": [m.size, m.size],
               "acceleration": m.acceleration, "lf_fraction": m.lf_fraction, "total_lines": setup.total,
@@ -398,26 +404,25 @@ def run(args: argparse.Namespace) -> int:
 
 def check_against_run(path: str | Path, run_dir: str | Path, seeds: int = 4) -> dict:
     """Exported masks vs ``FlowPolicy.propose`` on random normalised images of the run's size (same noise)."""
-    from .experiments.mri import Setup, lf_condition, trained_flow
-    from .experiments.mri_mask import _load_run
+    from .acquisition import Magnitude
 
-    exp = load_exported(path)
-    ctx = _load_run(Path(run_dir), torch.device("cpu"))
-    setup = Setup.from_cfg(ctx.cfg)
-    policy = trained_flow(ctx)
-    policy.steps, policy.samples = exp.config["steps"], exp.config["samples"]
+    exported = load_exported(path)
+    ctx, experiment = _load_mri_run(run_dir)
+    setup = experiment.geometry(ctx.cfg)
+    policy = experiment.flow_policy(ctx)
+    policy.steps, policy.samples = exported.config["steps"], exported.config["samples"]
     equal, total, worst = 0, 0, 0.0
     for s in range(seeds):
         g = torch.Generator().manual_seed(1000 + s)
         x = torch.randn(2, 2, setup.size, setup.size, generator=g)
         acq = setup.acquired(2)
         y = setup.operator.measure(x, acq)
-        cond = lf_condition(setup.operator, x, acq, noisy=False)
+        cond = Magnitude()(setup.operator, setup.operator.zero_filled(y, acq), acq)
         ref = policy.propose(cond, setup.k, acq, torch.Generator().manual_seed(s))
         ref_scores = policy.scores(cond, acq, torch.Generator().manual_seed(s))
-        noise = exp.noise(2, seed=s)
-        got = exp.masks(y, noise=noise)
-        worst = max(worst, float((exp.scores(y, noise) - ref_scores).abs().max()))
+        noise = exported.noise(2, seed=s)
+        got = exported.masks(y, noise=noise)
+        worst = max(worst, float((exported.scores(y, noise) - ref_scores).abs().max()))
         equal += int((got == ref).all(dim=1).sum())
         total += 2
     return {"equal": equal, "total": total, "max_abs_score_diff": worst}

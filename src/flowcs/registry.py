@@ -6,7 +6,7 @@ ways, from the most to the least permanent:
 1. **Entry points** in your package's ``pyproject.toml`` (discovered when flowcs first looks a name up)::
 
        [project.entry-points."flowcs.experiments"]
-       kspace-points = "my_package.experiment"          # a module (see EXPERIMENT_API)
+       kspace-points = "my_package.experiment:EXPERIMENT"   # a flowcs.experiments.base.Experiment
        [project.entry-points."flowcs.operators"]
        kspace-points = "my_package.geometry:RandomPointsOperator"
        [project.entry-points."flowcs.tasks"]
@@ -20,10 +20,12 @@ ways, from the most to the least permanent:
 3. **Calls** from your own Python code: :func:`register_experiment`, :func:`register_operator`,
    :func:`register_task`, :func:`register_policy`.
 
-An experiment module exposes ``Config`` (a dataclass of defaults), ``SMOKE`` (a dict merged over them by
-``--smoke``), ``STAGES`` (stage names), ``validate(cfg)``, ``train(ctx, stages)``, ``evaluate(ctx) -> payload``
-and optionally ``ablate(ctx)``; once registered, ``flowcs train / evaluate / run / report`` work with it and
-``--config FILE`` / ``--set key=value`` configure it.
+An experiment is a :class:`flowcs.experiments.base.Experiment` (its configuration class, ``--smoke`` preset,
+stages, ``train_stage``, ``setup`` and ``evaluate``); built-in experiments are registered here exactly like a
+plug-in's, as ``"module:attribute"`` strings resolved on first use. A plain module with ``Config``, ``SMOKE``,
+``STAGES``, ``validate``, ``train``, ``evaluate`` (and optionally ``ablate``) is accepted too (the older form).
+Once registered, ``flowcs train / evaluate / run / report`` work with it and ``--config FILE`` /
+``--set key=value`` configure it.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ from .errors import ConfigError
 #: entry-point group of each kind of extension
 GROUPS = {"experiment": "flowcs.experiments", "operator": "flowcs.operators", "task": "flowcs.tasks",
           "policy": "flowcs.policies"}
-#: what an experiment module must define (``ablate`` is optional)
-EXPERIMENT_API = ("Config", "SMOKE", "STAGES", "validate", "train", "evaluate")
 #: environment variable naming plug-in modules to import (comma separated)
 PLUGINS_ENV = "FLOWCS_PLUGINS"
 
 # name -> class, factory or "module:attribute" string (resolved on first use)
 _REGISTRY: dict[str, dict[str, Any]] = {
+    "experiment": {"mnist-classify": "flowcs.experiments.classify:EXPERIMENT",
+                   "mnist-recon": "flowcs.experiments.mnist_recon:EXPERIMENT",
+                   "faces-recon": "flowcs.experiments.faces_recon:EXPERIMENT",
+                   "mri-4x": "flowcs.experiments.mri:MRI_4X", "mri-8x": "flowcs.experiments.mri:MRI_8X"},
     "operator": {"pixels": "flowcs.operators.pixel:PixelOperator",
                  "kspace-lines": "flowcs.operators.kspace:KSpaceLineOperator"},
     "task": {"classify": "flowcs.tasks.base:ClassificationTask",
@@ -54,14 +58,9 @@ _REGISTRY: dict[str, dict[str, Any]] = {
     "policy": {"random": "flowcs.policies.random:RandomPolicy",
                "flow": "flowcs.flow.policy:FlowPolicy"},
 }
+_resolved: dict[tuple[str, str], Any] = {}  # (experiment name, "module:attr") -> the imported object
 _loaded_plugins: set[str] = set()
 _entry_points_loaded = False
-
-
-def _experiments() -> dict[str, str]:
-    from .experiments import EXPERIMENTS
-
-    return EXPERIMENTS
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -70,19 +69,16 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
-def register_experiment(name: str, module: str | ModuleType, replace: bool = False) -> None:
-    """Make ``flowcs train|evaluate|run NAME`` use ``module`` (an import path such as ``"my_pkg.exp"``).
+def register_experiment(name: str, experiment: Any, replace: bool = False) -> None:
+    """Make ``flowcs train|evaluate|run NAME`` use ``experiment``: an ``Experiment`` instance, a
+    ``"module:attribute"`` string naming one, or a module path (a module-style experiment).
 
-    The module is imported (and checked for :data:`EXPERIMENT_API`) when the experiment is first used.
-    Registering a name that exists already is an error unless ``replace=True``.
+    A string is imported when the experiment is first used. Registering a name that exists already with another
+    target is an error unless ``replace=True``.
     """
-    _check_name("experiment", name)
-    path = module.__name__ if isinstance(module, ModuleType) else str(module)
-    exps = _experiments()
-    if name in exps and exps[name] != path and not replace:
-        raise ConfigError(f"experiment {name!r} is already registered (module {exps[name]}); "
-                          f"pass replace=True to override it")
-    exps[name] = path
+    if isinstance(experiment, ModuleType):
+        experiment = experiment.__name__
+    _register("experiment", name, experiment, replace)
 
 
 def _register(kind: str, name: str, obj: Any, replace: bool) -> None:
@@ -145,6 +141,26 @@ def _get(kind: str, name: str, base: str) -> Any:
     return obj
 
 
+def get_experiment_target(name: str) -> Any:
+    """What ``name`` is registered as, imported (an Experiment, or a module for a module-style experiment)."""
+    load_plugins()
+    table = _REGISTRY["experiment"]
+    if name not in table:
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(sorted(table))} "
+                          f"(add your own with flowcs.registry.register_experiment, $FLOWCS_PLUGINS or the "
+                          f"'flowcs.experiments' entry point)")
+    obj = table[name]
+    if isinstance(obj, str):
+        if (name, obj) not in _resolved:
+            try:
+                _resolved[(name, obj)] = _resolve(obj)
+            except ConfigError as exc:
+                raise ConfigError(f"experiment {name!r}: cannot import its module {obj.partition(':')[0]!r} "
+                                  f"({exc})") from None
+        obj = _resolved[(name, obj)]
+    return obj
+
+
 def get_operator(name: str) -> Any:
     """The operator class (or factory) registered as ``name``; call it with the geometry's arguments."""
     return _get("operator", name, "flowcs.operators.base:Operator")
@@ -165,7 +181,7 @@ def available(kind: str) -> list[str]:
     if kind not in GROUPS:
         raise ConfigError(f"unknown kind {kind!r}; choose one of {', '.join(GROUPS)}")
     load_plugins()
-    return sorted(_experiments() if kind == "experiment" else _REGISTRY[kind])
+    return sorted(_REGISTRY[kind])
 
 
 def import_plugin(module: str) -> ModuleType:
@@ -199,23 +215,13 @@ def load_plugins(modules: list[str] | None = None) -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    exps = _experiments()
     for ep in _entry_points(GROUPS["experiment"]):
-        exps.setdefault(ep.name, ep.value.partition(":")[0])
+        _REGISTRY["experiment"].setdefault(ep.name, ep.value)
     for kind in ("operator", "task", "policy"):
         for ep in _entry_points(GROUPS[kind]):
             _REGISTRY[kind].setdefault(ep.name, ep.value)
 
 
-def check_experiment_module(name: str, module: ModuleType) -> ModuleType:
-    """Raise a one-line :class:`ConfigError` when an experiment module lacks part of :data:`EXPERIMENT_API`."""
-    missing = [attr for attr in EXPERIMENT_API if not hasattr(module, attr)]
-    if missing:
-        raise ConfigError(f"experiment {name!r} (module {module.__name__}) does not define {', '.join(missing)}; "
-                          f"an experiment module needs {', '.join(EXPERIMENT_API)}")
-    return module
-
-
-__all__ = ["GROUPS", "EXPERIMENT_API", "PLUGINS_ENV", "register_experiment", "register_operator", "register_task",
-           "register_policy", "get_operator", "get_task", "get_policy", "available", "import_plugin", "load_plugins",
-           "check_experiment_module"]
+__all__ = ["GROUPS", "PLUGINS_ENV", "register_experiment", "register_operator", "register_task", "register_policy",
+           "get_experiment_target", "get_operator", "get_task", "get_policy", "available", "import_plugin",
+           "load_plugins"]

@@ -9,6 +9,6 @@ from flowcs.registry import register_experiment, register_operator
 from .geometry import KSpacePointOperator, central_block
 
 register_operator("kspace-points", KSpacePointOperator, replace=True)
-register_experiment("kspace-points", "kspace_points.experiment", replace=True)
+register_experiment("kspace-points", "kspace_points.experiment:EXPERIMENT", replace=True)
 
 __all__ = ["KSpacePointOperator", "central_block"]

@@ -22,17 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowcs.acquisition import BandFirst, Condition
 from flowcs.data import load_mnist
 from flowcs.errors import ConfigError
-from flowcs.experiments import report
-from flowcs.experiments.common import (
-    RunContext,
-    load_stage,
-    metrics_payload,
-    record_data_sources,
-    seed_row,
-    write_results,
-)
+from flowcs.evaluation import Entry, MaskEvent, Setup, Split, evaluate, figures
+from flowcs.evaluation.draws import NamedDraws
+from flowcs.evaluation.tables import metrics_payload, write_results
+from flowcs.experiments.base import Experiment
 from flowcs.flow.model import FlowModel, FrozenEncoder
 from flowcs.flow.nets.mlp import MRIVelocityMLP, PooledCondition
 from flowcs.flow.objective import FlowTaskObjective
@@ -41,12 +37,13 @@ from flowcs.flow.targets import TargetEstimator
 from flowcs.masks import rate_to_budget
 from flowcs.policies import RandomPolicy
 from flowcs.registry import get_operator
-from flowcs.rng import shard_generator
 from flowcs.tasks.base import Task
-from flowcs.training.loop import LoopConfig, fit
+from flowcs.training.loop import LoopConfig
+from flowcs.training.stages import fit_stage, load_stage
+
+from .geometry import central_block
 
 NAME = "kspace-points"
-STAGES = ["flow"]
 
 
 @dataclass
@@ -116,6 +113,13 @@ class ZeroFilledTask(Task):
         return (pred - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-12)
 
 
+class ZeroFilledImage(Condition):
+    """The policy sees the zero-filled image of what was measured (the flow's encoder pools it)."""
+
+    def __call__(self, operator, zero_filled, acquired):
+        return zero_filled
+
+
 def operator_for(cfg: Config):
     return get_operator(cfg.geometry)(cfg.data.size, cfg.data.size)
 
@@ -126,124 +130,117 @@ def build_flow_model(cfg: Config, n_locations: int) -> FlowModel:
     return FlowModel(FrozenEncoder(PooledCondition(f.pool)), velocity)
 
 
-def signature(cfg: Config) -> dict:
-    f = cfg.flow
-    return {"experiment": NAME, "size": cfg.data.size, "hidden": f.hidden, "layers": f.layers, "pool": f.pool,
-            "geometry": cfg.geometry}
+def first_block(cfg: Config) -> BandFirst:
+    s = cfg.data.size
+    return BandFirst(central_block(s, s, cfg.flow.first_block), "central k-space block")
 
 
-def first_measurement(op, x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(acquired (B, N) bool = the central block, condition = its zero-filled image)."""
-    from .geometry import central_block
-
-    _, h, w = op.image_shape
-    acquired = central_block(h, w, block).to(x.device).expand(x.shape[0], -1).clone()
-    return acquired, op.zero_filled(op.measure(x, acquired), acquired)
+# ----------------------------------------------------------------------------- the experiment
 
 
-# ----------------------------------------------------------------------------- experiment API
+class KSpacePoints(Experiment):
+    name = NAME
+    config_class = Config
+    stages = ("flow",)
+    smoke = SMOKE
+
+    def validate(self, cfg: Config) -> None:
+        if cfg.data.size < 4 or 28 % cfg.data.size:
+            raise ConfigError(f"data.size must divide 28 and be at least 4, got {cfg.data.size}")
+        n = cfg.data.size ** 2
+        if max(cfg.eval.budgets) + cfg.flow.first_block ** 2 > n:
+            raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} plus the first block exceed the {n} points")
+        if cfg.eval.seeds < 1:
+            raise ConfigError(f"eval.seeds must be at least 1, got {cfg.eval.seeds}")
+
+    def signature(self, cfg: Config) -> dict:
+        f = cfg.flow
+        return {"experiment": NAME, "size": cfg.data.size, "hidden": f.hidden, "layers": f.layers, "pool": f.pool,
+                "geometry": cfg.geometry}
+
+    def load_digits(self, ctx, split: str) -> tuple[torch.Tensor, str]:
+        """(B, 2, s, s) digits in [0, 1] (imaginary channel 0) and the file they came from."""
+        c = ctx.cfg.data
+        s = load_mnist(ctx.data_root / "mnist", split)
+        n = min(c.train_images if split == "train" else c.test_images, len(s))
+        x = F.avg_pool2d(s.images[:n].float().div(255.0).unsqueeze(1), 28 // c.size)
+        return torch.cat([x, torch.zeros_like(x)], dim=1), s.source
+
+    def training_data(self, ctx):
+        x, source = self.load_digits(ctx, "train")
+        ctx.record_data_sources({"train": source})
+        return x
+
+    def train_stage(self, ctx, stage: str, x: torch.Tensor) -> None:
+        cfg, f = ctx.cfg, ctx.cfg.flow
+        op, first, condition = operator_for(cfg), first_block(cfg), ZeroFilledImage()
+        task = ZeroFilledTask().freeze()
+        objective = FlowTaskObjective(build_flow_model(cfg, op.n_locations), task, op,
+                                      TargetEstimator(f.target, task, op), f.loss, f.gate_a, f.gate_b).to(ctx.device)
+
+        def batch_fn(idx: torch.Tensor, gen: torch.Generator) -> dict:
+            xb = x[idx].to(ctx.device)
+            acquired = first.acquired(xb.shape[0], op.n_locations, None, xb.device)
+            cond = condition(op, op.zero_filled(op.measure(xb, acquired), acquired), acquired)
+            rate = f.rate_min + (f.rate_max - f.rate_min) * float(torch.rand(1, generator=gen))
+            return {"x": xb, "y": xb, "condition": cond, "acquired": acquired,
+                    "k": rate_to_budget(rate, op.n_locations)}
+
+        fit_stage(ctx, "flow", objective, f.loop, batch_fn, x.shape[0], self.signature(cfg))
+
+    def flow_policy(self, ctx, flow_cfg=None, stage: str = "flow") -> FlowPolicy:
+        op = operator_for(ctx.cfg)
+        model = load_stage(ctx, stage, build_flow_model(ctx.cfg, op.n_locations), self.signature(ctx.cfg))
+        return FlowPolicy(model, op.n_locations, steps=ctx.cfg.flow.steps)
+
+    def setup(self, ctx, split=None, train=False) -> Setup:
+        cfg = ctx.cfg
+        op, task = operator_for(cfg), ZeroFilledTask()
+        x, source = self.load_digits(ctx, "test")
+        x = x.to(ctx.device)
+        return Setup(experiment=NAME, operator=op, task=task, first=first_block(cfg), condition=ZeroFilledImage(),
+                     test=Split(x, x, source=source), budgets=list(cfg.eval.budgets),
+                     budget_values=list(cfg.eval.budgets), budget_unit="points",
+                     metrics={"nmse": lambda pred, y, rows: task.score(pred, y)}, primary="nmse",
+                     higher_is_better=False)
+
+    def entries(self, ctx, setup: Setup) -> dict[str, Entry]:
+        return {"flow": Entry(self.flow_policy(ctx)), "random": Entry(RandomPolicy(setup.operator.n_locations))}
+
+    def evaluate(self, ctx) -> dict:
+        cfg = ctx.cfg
+        setup = self.setup(ctx)
+        budgets, n = setup.budgets, setup.operator.n_locations
+        density = torch.zeros(n)
+
+        def on_masks(ev: MaskEvent) -> None:  # where the flow measures at the largest budget (first seed)
+            if ev.name == "flow" and ev.seed_index == 0:
+                density.add_((ev.masks[budgets[-1]] & ~ev.acquired).float().sum(0).cpu())
+
+        res = evaluate(setup, self.entries(ctx, setup), NamedDraws(ctx.seed), cfg.eval.seeds, cfg.eval.batch_size,
+                       ctx.device, on_masks=on_masks)
+        rows = {name: res.seed_row("nmse", name) for name in ("flow", "random")}
+        payload = metrics_payload(
+            NAME, "nmse", False, "points", budgets, rows,
+            geometry=cfg.geometry, first_block=cfg.flow.first_block, n_locations=n,
+            seeds=cfg.eval.seeds, test_images=len(setup.test),
+            margins={"flow_vs_random": [r - f for f, r in zip(rows["flow"]["mean"], rows["random"]["mean"])]},
+            data={"test": setup.test.source, **ctx.recorded_data_sources(),
+                  "protocol": f"MNIST digits average-pooled to {cfg.data.size}x{cfg.data.size}; central "
+                              f"{cfg.flow.first_block}x{cfg.flow.first_block} k-space block measured first"},
+            notes="Zero-filled reconstruction of k-space points; NMSE per image (lower is better). Both policies "
+                  "start from the central block; budgets are new points. margins: random − flow (positive = flow "
+                  "better).")
+        if ctx.dist.is_main:
+            out = ctx.results_dir
+            write_results(out, "metrics", payload, ctx.metadata())
+            figures.plot_metric_vs_budget(payload, out / "nmse_vs_budget.png", ylabel="NMSE (lower is better)",
+                                          xlabel="new k-space points")
+            figures.plot_density({f"{budgets[-1]} points": (density / len(setup.test)).reshape(cfg.data.size, -1)},
+                                 out / "density.png", title="flow: probability that a k-space point is chosen")
+        return payload
 
 
-def validate(cfg: Config) -> None:
-    if cfg.data.size < 4 or 28 % cfg.data.size:
-        raise ConfigError(f"data.size must divide 28 and be at least 4, got {cfg.data.size}")
-    n = cfg.data.size ** 2
-    if max(cfg.eval.budgets) + cfg.flow.first_block ** 2 > n:
-        raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} plus the first block exceed the {n} points")
-    if cfg.eval.seeds < 1:
-        raise ConfigError(f"eval.seeds must be at least 1, got {cfg.eval.seeds}")
+EXPERIMENT = KSpacePoints()
 
-
-def load_digits(ctx: RunContext, split: str) -> tuple[torch.Tensor, str]:
-    """(B, 2, s, s) digits in [0, 1] (imaginary channel 0) and the file they came from."""
-    c = ctx.cfg.data
-    s = load_mnist(ctx.data_root / "mnist", split)
-    n = min(c.train_images if split == "train" else c.test_images, len(s))
-    x = s.images[:n].float().div(255.0).unsqueeze(1)
-    x = F.avg_pool2d(x, 28 // c.size)
-    return torch.cat([x, torch.zeros_like(x)], dim=1), s.source
-
-
-def train(ctx: RunContext, stages: list[str] | None = None) -> None:
-    cfg = ctx.cfg
-    for stage in stages or STAGES:
-        if stage not in STAGES:
-            raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    x, source = load_digits(ctx, "train")
-    record_data_sources(ctx, {"train": source})
-    op = operator_for(cfg)
-    task = ZeroFilledTask().freeze()
-    model = build_flow_model(cfg, op.n_locations)
-    f = cfg.flow
-    objective = FlowTaskObjective(model, task, op, TargetEstimator(f.target, task, op), f.loss, f.gate_a,
-                                  f.gate_b).to(ctx.device)
-
-    def batch_fn(idx: torch.Tensor, gen: torch.Generator) -> dict:
-        xb = x[idx].to(ctx.device)
-        acquired, cond = first_measurement(op, xb, f.first_block)
-        rate = f.rate_min + (f.rate_max - f.rate_min) * float(torch.rand(1, generator=gen))
-        return {"x": xb, "y": xb, "condition": cond, "acquired": acquired, "k": rate_to_budget(rate, op.n_locations)}
-
-    fit(objective, batch_fn, x.shape[0], f.loop, out_dir=ctx.run_dir, name="flow", signature=signature(cfg),
-        seed=ctx.seed, device=ctx.device, dist=ctx.dist, resume=ctx.resume, desc="flow")
-
-
-@torch.inference_mode()
-def evaluate(ctx: RunContext) -> dict:
-    cfg = ctx.cfg
-    op = operator_for(cfg)
-    model = load_stage(ctx, "flow", build_flow_model(cfg, op.n_locations), signature(cfg))
-    x, test_source = load_digits(ctx, "test")
-    x = x.to(ctx.device)
-    task = ZeroFilledTask()
-    policies = {"flow": FlowPolicy(model, op.n_locations, steps=cfg.flow.steps), "random": RandomPolicy(op.n_locations)}
-    budgets = list(cfg.eval.budgets)
-    per_seed, density = [], torch.zeros(op.n_locations)
-    for s in range(cfg.eval.seeds):
-        values = {name: {b: [] for b in budgets} for name in policies}
-        for i, start in enumerate(range(0, x.shape[0], cfg.eval.batch_size)):
-            xb = x[start:start + cfg.eval.batch_size]
-            acquired, cond = first_measurement(op, xb, cfg.flow.first_block)
-            for name, policy in policies.items():
-                gen = shard_generator(ctx.seed * 1_000_003 + s * 1009 + i)
-                for b, m in policy.propose_many(cond, budgets, acquired, gen).items():
-                    pred = task.predict(op.zero_filled(op.measure(xb, m), m), op.mask_to_image(m))
-                    values[name][b].append(task.score(pred, xb).double().cpu())
-                    if s == 0 and name == "flow" and b == budgets[-1]:
-                        density += (m & ~acquired).float().sum(0).cpu()
-        per_seed.append({name: {b: torch.cat(v) for b, v in per.items()} for name, per in values.items()})
-    rows = {name: seed_row(per_seed, name, budgets) for name in policies}
-    payload = metrics_payload(
-        NAME, "nmse", False, "points", budgets, rows,
-        geometry=cfg.geometry, first_block=cfg.flow.first_block, n_locations=op.n_locations,
-        seeds=cfg.eval.seeds, test_images=int(x.shape[0]),
-        margins={"flow_vs_random": [r - f for f, r in zip(rows["flow"]["mean"], rows["random"]["mean"])]},
-        data={"test": test_source, **_train_source(ctx),
-              "protocol": f"MNIST digits average-pooled to {cfg.data.size}x{cfg.data.size}; central "
-                          f"{cfg.flow.first_block}x{cfg.flow.first_block} k-space block measured first"},
-        notes="Zero-filled reconstruction of k-space points; NMSE per image (lower is better). Both policies "
-              "start from the central block; budgets are new points. margins: random − flow (positive = flow "
-              "better).")
-    if ctx.dist.is_main:
-        res = ctx.results_dir
-        write_results(res, "metrics", payload, ctx.metadata())
-        report.plot_metric_vs_budget(payload, res / "nmse_vs_budget.png", ylabel="NMSE (lower is better)",
-                                     xlabel="new k-space points")
-        n = max(int(x.shape[0]), 1)
-        report.plot_density({f"{budgets[-1]} points": (density / n).reshape(cfg.data.size, cfg.data.size)},
-                            res / "density.png", title="flow: probability that a k-space point is chosen")
-    return payload
-
-
-def _train_source(ctx: RunContext) -> dict:
-    import json
-
-    path = ctx.run_dir / "data_sources.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def ablate(ctx: RunContext) -> dict:
-    raise ConfigError(f"{NAME} has no ablation")
-
-
-__all__ = ["Config", "SMOKE", "NAME", "STAGES", "validate", "train", "evaluate", "ablate", "ZeroFilledTask"]
+__all__ = ["Config", "SMOKE", "NAME", "KSpacePoints", "EXPERIMENT", "ZeroFilledTask", "ZeroFilledImage"]

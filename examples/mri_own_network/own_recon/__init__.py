@@ -10,6 +10,6 @@ from .network import ResidualCNN
 from .task import OwnReconTask
 
 register_task("own-recon", OwnReconTask, replace=True)
-register_experiment("own-recon-mri", "own_recon.experiment", replace=True)
+register_experiment("own-recon-mri", "own_recon.experiment:EXPERIMENT", replace=True)
 
 __all__ = ["ResidualCNN", "OwnReconTask"]

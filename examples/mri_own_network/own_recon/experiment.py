@@ -26,9 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowcs.acquisition import BandFirst, Condition
 from flowcs.errors import ConfigError, DataError
-from flowcs.experiments import report
-from flowcs.experiments.common import RunContext, load_stage, metrics_payload, seed_row, write_results
+from flowcs.evaluation import Entry, Setup, Split, evaluate, figures
+from flowcs.evaluation.draws import NamedDraws
+from flowcs.evaluation.tables import metrics_payload, write_results
+from flowcs.experiments.base import Experiment
 from flowcs.flow.model import FlowModel, FrozenEncoder
 from flowcs.flow.nets.mlp import MRIVelocityMLP, PooledCondition
 from flowcs.flow.objective import FlowTaskObjective
@@ -37,14 +40,13 @@ from flowcs.flow.targets import TargetEstimator
 from flowcs.masks import random_mask, rate_to_budget
 from flowcs.operators import KSpaceLineOperator, low_frequency_band
 from flowcs.policies import RandomPolicy
-from flowcs.rng import shard_generator
-from flowcs.training.loop import LoopConfig, fit
+from flowcs.training.loop import LoopConfig
+from flowcs.training.stages import fit_stage, load_stage, tensor_batches
 
 from .network import ResidualCNN
-from .task import OwnReconTask, psnr
+from .task import OwnReconTask
 
 NAME = "own-recon-mri"
-STAGES = ["network", "flow"]
 
 
 @dataclass
@@ -125,7 +127,7 @@ def phantom_images(path, n: int, size: int, seed: int) -> torch.Tensor:
     return torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], dim=1)
 
 
-def load_split(ctx: RunContext, split: str) -> torch.Tensor:
+def load_split(ctx, split: str) -> torch.Tensor:
     c = ctx.cfg.data
     n = c.train_images if split == "train" else c.test_images
     return phantom_images(ctx.data_root / "phantom_skimage" / "phantom.png", n, c.size,
@@ -166,119 +168,118 @@ def build_flow_model(cfg: Config, n: int) -> FlowModel:
 
 
 def signature(cfg: Config, stage: str) -> dict:
+    """What shapes each stage's network (a checkpoint of other sizes is refused)."""
     sig = {"experiment": NAME, "size": cfg.data.size, "width": cfg.network.width, "depth": cfg.network.depth}
     if stage == "flow":
         sig.update(pool=cfg.flow.pool, hidden=cfg.flow.hidden, layers=cfg.flow.layers)
     return sig
 
 
-def first_measurement(op: KSpaceLineOperator, x: torch.Tensor, band: torch.Tensor):
-    acquired = band.to(x.device).expand(x.shape[0], -1).clone()
-    return acquired, op.zero_filled(op.measure(x, acquired), acquired)
+class ZeroFilledImage(Condition):
+    """The policy sees the zero-filled image of the band (its encoder average-pools it)."""
+
+    def __call__(self, operator, zero_filled, acquired):
+        return zero_filled
 
 
-# ----------------------------------------------------------------------------- experiment API
+def band_first(cfg: Config) -> BandFirst:
+    return BandFirst(low_frequency_band(cfg.data.size, cfg.flow.lf_fraction), "central band")
 
 
-def validate(cfg: Config) -> None:
-    if cfg.data.size < 8:
-        raise ConfigError(f"data.size must be at least 8, got {cfg.data.size}")
-    band = int(low_frequency_band(cfg.data.size, cfg.flow.lf_fraction).sum())
-    if max(cfg.eval.budgets) + band > cfg.data.size:
-        raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} plus the {band}-line band exceed the "
-                          f"{cfg.data.size} lines")
+# ----------------------------------------------------------------------------- the experiment
 
 
-def train(ctx: RunContext, stages: list[str] | None = None) -> None:
-    cfg = ctx.cfg
-    for stage in stages or STAGES:
-        if stage not in STAGES:
-            raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    x = load_split(ctx, "train")
-    op = operator_for(cfg)
-    band = low_frequency_band(cfg.data.size, cfg.flow.lf_fraction)
+class OwnReconMRI(Experiment):
+    name = NAME
+    config_class = Config
+    stages = ("network", "flow")
+    smoke = SMOKE
 
-    def plain_batches(idx, gen):
-        xb = x[idx].to(ctx.device)
-        return {"x": xb, "y": xb}
+    def validate(self, cfg: Config) -> None:
+        if cfg.data.size < 8:
+            raise ConfigError(f"data.size must be at least 8, got {cfg.data.size}")
+        band = int(low_frequency_band(cfg.data.size, cfg.flow.lf_fraction).sum())
+        if max(cfg.eval.budgets) + band > cfg.data.size:
+            raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} plus the {band}-line band exceed the "
+                              f"{cfg.data.size} lines")
 
-    run = dict(out_dir=ctx.run_dir, seed=ctx.seed, device=ctx.device, dist=ctx.dist, resume=ctx.resume)
-    if "network" in (stages or STAGES):
-        obj = NetworkObjective(make_task(cfg), op, band, cfg.network).to(ctx.device)
-        fit(obj, plain_batches, x.shape[0], cfg.network.loop, name="network", signature=signature(cfg, "network"),
-            desc="network", **run)
-    if "flow" in (stages or STAGES):
-        task = trained_task(ctx)
-        f = cfg.flow
+    def training_data(self, ctx) -> torch.Tensor:
+        return load_split(ctx, "train")
+
+    def trained_task(self, ctx) -> OwnReconTask:
+        task = make_task(ctx.cfg)
+        load_stage(ctx, "network", task.model, signature(ctx.cfg, "network"))
+        return task.freeze()
+
+    def train_stage(self, ctx, stage: str, x: torch.Tensor) -> None:
+        cfg = ctx.cfg
+        op, first, condition = operator_for(cfg), band_first(cfg), ZeroFilledImage()
+        if stage == "network":
+            obj = NetworkObjective(make_task(cfg), op, first.band, cfg.network).to(ctx.device)
+            fit_stage(ctx, "network", obj, cfg.network.loop, tensor_batches(x, x, ctx.device), x.shape[0],
+                      signature(cfg, "network"))
+            return
+        task, f = self.trained_task(ctx), cfg.flow
         objective = FlowTaskObjective(build_flow_model(cfg, op.n_locations), task, op,
                                       TargetEstimator(f.target, task, op), f.loss, f.gate_a, f.gate_b).to(ctx.device)
 
         def flow_batches(idx, gen):
             xb = x[idx].to(ctx.device)
-            acquired, cond = first_measurement(op, xb, band)
+            acquired = first.acquired(xb.shape[0], op.n_locations, None, xb.device)
+            cond = condition(op, op.zero_filled(op.measure(xb, acquired), acquired), acquired)
             rate = f.rate_min + (f.rate_max - f.rate_min) * float(torch.rand(1, generator=gen))
             return {"x": xb, "y": xb, "condition": cond, "acquired": acquired,
                     "k": rate_to_budget(rate, op.n_locations)}
 
-        fit(objective, flow_batches, x.shape[0], f.loop, name="flow", signature=signature(cfg, "flow"),
-            desc="flow", **run)
+        fit_stage(ctx, "flow", objective, f.loop, flow_batches, x.shape[0], signature(cfg, "flow"))
+
+    def flow_policy(self, ctx, flow_cfg=None, stage: str = "flow") -> FlowPolicy:
+        op = operator_for(ctx.cfg)
+        model = load_stage(ctx, stage, build_flow_model(ctx.cfg, op.n_locations), signature(ctx.cfg, "flow"))
+        return FlowPolicy(model, op.n_locations, steps=ctx.cfg.flow.steps)
+
+    def setup(self, ctx, split=None, train=False) -> Setup:
+        cfg = ctx.cfg
+        task = self.trained_task(ctx)
+        x = load_split(ctx, "test").to(ctx.device)
+        return Setup(experiment=NAME, operator=operator_for(cfg), task=task, first=band_first(cfg),
+                     condition=ZeroFilledImage(), test=Split(x, x), budgets=list(cfg.eval.budgets),
+                     budget_values=list(cfg.eval.budgets), budget_unit="lines",
+                     metrics={"psnr": lambda pred, y, rows: task.score(pred, y)}, primary="psnr",
+                     higher_is_better=True)
+
+    def entries(self, ctx, setup: Setup) -> dict[str, Entry]:
+        zero_filled = lambda zf, mask_image: zf  # noqa: E731 - the same masks read without the network
+        return {name: Entry(policy, readers={name: setup.task.predict, f"{name} zero-filled": zero_filled})
+                for name, policy in (("flow", self.flow_policy(ctx)),
+                                     ("random", RandomPolicy(setup.operator.n_locations)))}
+
+    def evaluate(self, ctx) -> dict:
+        cfg = ctx.cfg
+        setup = self.setup(ctx)
+        res = evaluate(setup, self.entries(ctx, setup), NamedDraws(ctx.seed), cfg.eval.seeds, cfg.eval.batch_size,
+                       ctx.device)
+        rows = {name: res.seed_row("psnr", name) for name in ("flow", "random")}
+        rows_zf = {name: res.seed_row("psnr", f"{name} zero-filled") for name in ("flow", "random")}
+        band = int(setup.first.count)
+        payload = metrics_payload(
+            NAME, "psnr", True, "lines", setup.budgets, rows,
+            extra_metrics={"psnr_zero_filled": rows_zf}, band_lines=band, n_locations=setup.operator.n_locations,
+            seeds=cfg.eval.seeds, test_images=len(setup.test),
+            margins={"flow_vs_random": [f - r for f, r in zip(rows["flow"]["mean"], rows["random"]["mean"])]},
+            data={"protocol": f"Shepp-Logan phantom variations {cfg.data.size}x{cfg.data.size} (rotation, scale, "
+                              f"shift, contrast, smooth random phase), {band} central lines measured first",
+                  "source": str(ctx.data_root / "phantom_skimage" / "phantom.png")},
+            notes="PSNR (dB) of the user's ResidualCNN reconstruction; psnr_zero_filled: the same masks without the "
+                  "network. Budgets are new lines beyond the central band. margins: flow − random (positive = flow "
+                  "better).")
+        if ctx.dist.is_main:
+            write_results(ctx.results_dir, "metrics", payload, ctx.metadata())
+            figures.plot_metric_vs_budget(payload, ctx.results_dir / "psnr_vs_budget.png", ylabel="PSNR (dB)",
+                                          xlabel="new k-space lines")
+        return payload
 
 
-def trained_task(ctx: RunContext) -> OwnReconTask:
-    task = make_task(ctx.cfg)
-    load_stage(ctx, "network", task.model, signature(ctx.cfg, "network"))
-    return task.freeze()
+EXPERIMENT = OwnReconMRI()
 
-
-@torch.inference_mode()
-def evaluate(ctx: RunContext) -> dict:
-    cfg = ctx.cfg
-    op = operator_for(cfg)
-    task = trained_task(ctx)
-    model = load_stage(ctx, "flow", build_flow_model(cfg, op.n_locations), signature(cfg, "flow"))
-    band = low_frequency_band(cfg.data.size, cfg.flow.lf_fraction)
-    x = load_split(ctx, "test").to(ctx.device)
-    policies = {"flow": FlowPolicy(model, op.n_locations, steps=cfg.flow.steps), "random": RandomPolicy(op.n_locations)}
-    budgets = list(cfg.eval.budgets)
-    per_seed, per_seed_zf = [], []
-    for s in range(cfg.eval.seeds):
-        net = {name: {b: [] for b in budgets} for name in policies}
-        zf = {name: {b: [] for b in budgets} for name in policies}
-        for i, start in enumerate(range(0, x.shape[0], cfg.eval.batch_size)):
-            xb = x[start:start + cfg.eval.batch_size]
-            acquired, cond = first_measurement(op, xb, band)
-            for name, policy in policies.items():
-                gen = shard_generator(ctx.seed * 1_000_003 + s * 1009 + i)
-                for b, m in policy.propose_many(cond, budgets, acquired, gen).items():
-                    z = op.zero_filled(op.measure(xb, m), m)
-                    net[name][b].append(task.score(task.predict(z, op.mask_to_image(m)), xb).double().cpu())
-                    zf[name][b].append(psnr(z, xb).double().cpu())
-        per_seed.append({n: {b: torch.cat(v) for b, v in p.items()} for n, p in net.items()})
-        per_seed_zf.append({n: {b: torch.cat(v) for b, v in p.items()} for n, p in zf.items()})
-    rows = {name: seed_row(per_seed, name, budgets) for name in policies}
-    rows_zf = {name: seed_row(per_seed_zf, name, budgets) for name in policies}
-    payload = metrics_payload(
-        NAME, "psnr", True, "lines", budgets, rows,
-        extra_metrics={"psnr_zero_filled": rows_zf}, band_lines=int(band.sum()), n_locations=op.n_locations,
-        seeds=cfg.eval.seeds, test_images=int(x.shape[0]),
-        margins={"flow_vs_random": [f - r for f, r in zip(rows["flow"]["mean"], rows["random"]["mean"])]},
-        data={"protocol": f"Shepp-Logan phantom variations {cfg.data.size}x{cfg.data.size} (rotation, scale, "
-                          f"shift, contrast, smooth random phase), {int(band.sum())} central lines measured first",
-              "source": str(ctx.data_root / "phantom_skimage" / "phantom.png")},
-        notes="PSNR (dB) of the user's ResidualCNN reconstruction; psnr_zero_filled: the same masks without the "
-              "network. Budgets are new lines beyond the central band. margins: flow − random (positive = flow "
-              "better).")
-    if ctx.dist.is_main:
-        res = ctx.results_dir
-        write_results(res, "metrics", payload, ctx.metadata())
-        report.plot_metric_vs_budget(payload, res / "psnr_vs_budget.png", ylabel="PSNR (dB)",
-                                     xlabel="new k-space lines")
-    return payload
-
-
-def ablate(ctx: RunContext) -> dict:
-    raise ConfigError(f"{NAME} has no ablation")
-
-
-__all__ = ["Config", "SMOKE", "NAME", "STAGES", "validate", "train", "evaluate", "ablate", "phantom_images",
-           "NetworkObjective"]
+__all__ = ["Config", "SMOKE", "NAME", "OwnReconMRI", "EXPERIMENT", "phantom_images", "NetworkObjective"]

@@ -1,4 +1,4 @@
-"""RGB face reconstruction from sub-sampled pixels (paper §2.6.2 / §3.2, CelebA 128×128; SPEC §1–6).
+"""RGB face reconstruction from sub-sampled pixels (paper §2.6.2 / §3.2, CelebA 128×128; SPEC §1–6): ``faces-recon``.
 
 One mask per image, shared by the three colour channels (``PixelOperator(3, S, S)``). Budgets are
 percentages of the S² pixel positions: the paper's 800–8000 of 16,384 = 4.8828125 %–48.828125 %.
@@ -6,33 +6,26 @@ percentages of the S² pixel positions: the paper's 800–8000 of 16,384 = 4.882
 Data (``data.source``): ``shared-10k`` (default here: the 10,000 real CelebA faces of ``shared/data`` at half
 resolution, central crop to 64×64, split by image id 9,000 / 1,000, plus the fixed 100-image test subset) or
 ``celeba`` (a user's ``img_align_celeba/`` + ``list_eval_partition.txt``, central crop, resize to
-``data.image_size``, 128 for the paper's protocol). The stages and the evaluation are those of
-:mod:`flowcs.experiments.mnist_recon` (frozen reconstruction U-Net, ``random-first`` flow).
+``data.image_size``, 128 for the paper's protocol). The stages, rows and figures are those of
+:class:`flowcs.experiments.recon.ReconExperiment`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+
+import torch
 
 from ..data.faces import FIXED_TEST_SUBSET, SOURCES, fixed_subset, load_faces
 from ..errors import ConfigError
-from ..operators.pixel import PixelOperator
+from ..evaluation.setup import Split
 from ..training.loop import LoopConfig
-from .common import RunContext, record_data_sources, recorded_data_sources
-from .mnist_recon import (
-    TaskConfig,
-    evaluate_recon,
-    no_ablation,
-    recon_signature,
-    train_recon,
-    trained_recon_unet,
-    validate_recon,
-)
-from .pixel import FlowNetConfig, FlowTrainConfig, UNetConfig, budgets_to_pixels
+from .compare_config import SMOKE_PIXEL, CompareConfig
+from .context import RunContext
+from .pixel import FlowNetConfig, FlowTrainConfig, UNetConfig
+from .recon import ReconExperiment, TaskConfig
 
 NAME = "faces-recon"
-STAGES = ("unet", "flow")
 PAPER_RATES = [4.8828125, 9.765625, 19.53125, 29.296875, 48.828125]  # 800, 1600, 3200, 4800, 8000 of 16,384
 
 
@@ -71,6 +64,17 @@ def _flow_default() -> FlowTrainConfig:
                            loop=LoopConfig(epochs=2, batch_size=32, lr=1e-3, steps_per_epoch=250))
 
 
+def _compare_default() -> CompareConfig:
+    return CompareConfig.preset({
+        "seeds": 1, "test_subset": 500,
+        "loupe": {"loop": {"batch_size": 32, "steps_per_epoch": 150}},
+        "dps": {"loop": {"batch_size": 32, "steps_per_epoch": 150}},
+        "adps": {"widths": [16, 32, 32], "loop": {"batch_size": 32, "steps_per_epoch": 200}},
+        "ads": {"widths": [16, 32, 64], "per_round": 200, "test_images": 64, "samples": 6, "steps": 6,
+                "loop": {"epochs": 4, "batch_size": 32, "steps_per_epoch": 300}},
+    })
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -78,6 +82,7 @@ class Config:
     unet: UNetConfig = field(default_factory=_unet_default)
     flow: FlowTrainConfig = field(default_factory=_flow_default)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=_compare_default)
 
 
 SMOKE = {
@@ -87,65 +92,54 @@ SMOKE = {
     "flow": {"first_samples": 10, "net": {"widths": [8, 16, 16], "bottleneck": 32}, "steps": 4,
              "loop": {"epochs": 1, "batch_size": 32, "steps_per_epoch": 24, "log_every": 3}},
     "eval": {"seeds": 1, "batch_size": 64, "grid_images": 4},
+    "compare": SMOKE_PIXEL,
 }
 
 
-def operator_for(cfg: Config) -> PixelOperator:
-    s = cfg.data.image_size
-    return PixelOperator(3, s, s)
+class FacesRecon(ReconExperiment):
+    name = NAME
+    config_class = Config
+    smoke = SMOKE
+    channels = 3
+    primary = "psnr"
 
+    def validate(self, cfg: Config) -> None:
+        d = cfg.data
+        if d.source not in SOURCES:
+            raise ConfigError(f"data.source {d.source!r} is unknown; choose one of {', '.join(SOURCES)}")
+        if d.image_size < 8:
+            raise ConfigError(f"data.image_size must be at least 8, got {d.image_size}")
+        if d.test_subset is not None and d.fixed_subset > d.test_subset:
+            raise ConfigError(f"data.fixed_subset ({d.fixed_subset}) exceeds data.test_subset ({d.test_subset})")
+        super().validate(cfg)
 
-def validate(cfg: Config) -> None:
-    d = cfg.data
-    if d.source not in SOURCES:
-        raise ConfigError(f"data.source {d.source!r} is unknown; choose one of {', '.join(SOURCES)}")
-    if d.image_size < 8:
-        raise ConfigError(f"data.image_size must be at least 8, got {d.image_size}")
-    if d.test_subset is not None and d.fixed_subset > d.test_subset:
-        raise ConfigError(f"data.fixed_subset ({d.fixed_subset}) exceeds data.test_subset ({d.test_subset})")
-    validate_recon(cfg, d.image_size ** 2)
+    def _faces(self, ctx: RunContext, split: str):
+        d = ctx.cfg.data
+        limit = d.train_subset if split == "train" else d.test_subset
+        return load_faces(ctx.data_root, split, d.source, d.image_size, d.path, limit, d.cache)
 
+    def load_split(self, ctx: RunContext, split: str) -> tuple[torch.Tensor, str, list[str]]:
+        faces = self._faces(ctx, split)
+        return faces.tensor(), faces.source, faces.names
 
-def _signature(ctx: RunContext):
-    return lambda stage: recon_signature(NAME, stage, ctx.cfg, 3, ctx.cfg.data.image_size)
+    def _fixed(self, ctx: RunContext, test: Split) -> tuple[str, torch.Tensor]:
+        n = ctx.cfg.data.fixed_subset
+        return f"fixed{n}", fixed_subset(test.names, n)
 
+    def subsets(self, ctx: RunContext, test: Split) -> dict[str, torch.Tensor]:
+        name, idx = self._fixed(ctx, test)
+        return {name: idx}
 
-def load_data(ctx: RunContext, split: str):
-    d = ctx.cfg.data
-    limit = d.train_subset if split == "train" else d.test_subset
-    faces = load_faces(ctx.data_root, split, d.source, d.image_size, d.path, limit, d.cache)
-    return faces
-
-
-def train(ctx: RunContext, stages: list[str] | None = None) -> None:
-    faces = load_data(ctx, "train")
-    record_data_sources(ctx, {"train": faces.source})
-    train_recon(ctx, stages, faces.tensor(), operator_for(ctx.cfg), _signature(ctx))
-
-
-def evaluate(ctx: RunContext) -> dict:
-    c = ctx.cfg
-    op = operator_for(c)
-    sig = _signature(ctx)
-    trained_recon_unet(ctx, 3, sig)  # a checkpoint for another image size fails here, before any decoding
-    faces = load_data(ctx, "test")
-    x = faces.tensor()
-    budgets = budgets_to_pixels(c.eval.budgets, c.eval.budget_unit, op.n_locations)
-    fixed = fixed_subset(faces.names, c.data.fixed_subset)
-    name = f"fixed{c.data.fixed_subset}"
-    s = c.data.image_size
-    protocol = (f"{faces.source}. One {s}x{s} mask per image shared by the 3 channels; pixel values in [0, 1], "
+    def protocol(self, ctx: RunContext, test: Split) -> str:
+        c = ctx.cfg
+        name, fixed = self._fixed(ctx, test)
+        s = c.data.image_size
+        return (f"{test.source}. One {s}x{s} mask per image shared by the 3 channels; pixel values in [0, 1], "
                 f"PSNR/SSIM with data range 1. '{name}': the {c.data.fixed_subset} lowest test ids "
-                f"({faces.names[int(fixed[0])]}-{faces.names[int(fixed[-1])]}), reported under 'subsets'.")
-    return evaluate_recon(ctx, x, op, sig, budgets, "psnr", {"test": faces.source, **recorded_data_sources(ctx)},
-                          protocol, subsets={name: fixed}, test_ids=[faces.names[0], faces.names[-1]])
+                f"({test.names[int(fixed[0])]}-{test.names[int(fixed[-1])]}), reported under 'subsets'.")
+
+    def extra_fields(self, ctx: RunContext, test: Split) -> dict:
+        return {"test_ids": [test.names[0], test.names[-1]]}
 
 
-ablate = no_ablation
-
-
-def default_results_dir() -> Path:
-    return Path("results") / NAME
-
-
-__all__ = ["Config", "SMOKE", "NAME", "STAGES", "validate", "train", "evaluate", "ablate"]
+EXPERIMENT = FacesRecon()

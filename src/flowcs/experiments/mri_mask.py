@@ -44,34 +44,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _load_run(run_dir: Path, device):
-    import yaml
-
-    from ..config import from_dict
-    from ..errors import ConfigError
-    from ..training.checkpoint import load_checkpoint
-    from . import get_experiment
-    from .common import RunContext
-
-    cfg_path = run_dir / "config.yaml"
-    flow_path = run_dir / "flow.pt"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{cfg_path}: not found; --run-dir must be a trained run (flowcs train mri-8x --run-dir …)")
-    if not flow_path.is_file():
-        raise ConfigError(f"{flow_path}: no trained flow policy in this run directory")
-    experiment = load_checkpoint(flow_path, "flow").get("signature", {}).get("experiment")
-    if experiment not in ("mri-4x", "mri-8x"):
-        raise ConfigError(f"{flow_path}: belongs to experiment {experiment!r}, not an MRI run")
-    exp = get_experiment(experiment)
-    try:
-        raw = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    cfg = from_dict(exp.Config, raw)
-    exp.validate(cfg)
-    return RunContext(experiment, cfg, raw, run_dir, run_dir / "results", Path("."), 0, device)
-
-
 def choose_lines(file: str | Path, run_dir: str | Path, acceleration: float | None = None, policy: str = "flow",
                  all_slices: bool = False, seed: int = 0, device: str = "cpu") -> dict:
     """Compute the lines (no file written). Returns the JSON payload plus ``masks`` (bool (slices, size))."""
@@ -84,20 +56,21 @@ def choose_lines(file: str | Path, run_dir: str | Path, acceleration: float | No
     from ..operators.kspace import KSpaceLineOperator, low_frequency_band
     from ..policies import RandomPolicy
     from ..policies.cartesian import EquispacedPolicy, LowFrequencyPolicy, VariableDensityPolicy
-    from ..runinfo import resolve_device
-    from .mri import Setup, lf_condition, line_budget, normalise, trained_flow
+    from . import get_experiment
+    from .context import load_run
+    from .mri import Geometry, lf_condition, line_budget, normalise
 
     file = Path(file)
-    ctx = _load_run(Path(run_dir), resolve_device(device))
+    ctx = load_run(run_dir, device, experiments=("mri-4x", "mri-8x"))
     m = ctx.cfg.mri
     acc = m.acceleration if acceleration is None else acceleration
     total, n_lf, k = line_budget(m.size, acc, m.lf_fraction, where=f"{file}: ")
     images, slice_idx = read_volume_images(file, m.size, None if all_slices else SLICE_HALF_WIDTH)
     native_cols = _native_cols(file)
-    setup = Setup(m.size, KSpaceLineOperator(m.size, m.size, 0.0), low_frequency_band(m.size, m.lf_fraction),
-                  total, n_lf, k)
+    setup = Geometry(m.size, KSpaceLineOperator(m.size, m.size, 0.0), low_frequency_band(m.size, m.lf_fraction),
+                     total, n_lf, k)
     if policy == "flow":
-        pol = trained_flow(ctx)
+        pol = get_experiment(ctx.experiment).flow_policy(ctx)
     elif policy == "random":
         pol = RandomPolicy(m.size)
     elif policy == "equispaced":

@@ -4,7 +4,8 @@
 zero-fill, encode with the frozen reconstruction U-Net encoder, and let a
 policy choose ``budget`` more pixels. The first samples are *reused* by the
 task (they were measured), so every table reports the policy budget and the
-total number of samples, and the random baseline at both.
+total number of samples, and the random baseline at both
+(:class:`PixelExperiment` holds what the three pixel experiments share).
 """
 
 from __future__ import annotations
@@ -15,23 +16,27 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..acquisition import Acquisition, RandomFirst, UNetInput
 from ..errors import ConfigError
+from ..evaluation.draws import PixelDraws
+from ..evaluation.loop import Entry, MaskEvent
 from ..flow.model import FlowModel, FrozenEncoder
 from ..flow.nets import DualEncoderUNet
 from ..flow.objective import FlowTaskObjective
 from ..flow.policy import FlowPolicy
 from ..flow.targets import TargetEstimator
-from ..masks import check_rate, random_mask, random_masks_varying, rate_to_budget, sample_budgets
+from ..masks import check_rate, random_masks_varying, rate_to_budget, sample_budgets
 from ..operators.pixel import PixelOperator
-from ..policies.base import Policy
-from ..rng import randn_rows, shard_generator
+from ..policies.random import RandomPolicy
+from ..rng import randn_rows
 from ..tasks.base import Task
-from ..tasks.unet import ReconUNet, network_input
-from ..training.distributed import all_reduce_sum, current_dist, gather_rows, shard_range
+from ..tasks.unet import ReconUNet
+from ..training.distributed import all_reduce_sum, current_dist
 from ..training.loop import LoopConfig
-from .common import RunContext, load_stage
+from ..training.stages import load_stage
+from .base import Experiment
+from .context import RunContext
 
 BUDGET_UNITS = ("pixels", "percent")
 
@@ -124,17 +129,20 @@ def check_first_samples(first_samples: int, max_budget: int, n_locations: int) -
                           f"exceeds the {n_locations} pixels of the image")
 
 
+def check_rate_range(lo: float, hi: float, what: str) -> None:
+    """A training rate range in percent: both ends valid, ``lo <= hi``."""
+    check_rate(lo, f"{what}.rate_min")
+    check_rate(hi, f"{what}.rate_max")
+    if lo > hi:
+        raise ConfigError(f"{what}.rate_min {lo} exceeds {what}.rate_max {hi}")
+
+
 def first_measurement(
     operator: PixelOperator, x: torch.Tensor, k0: int, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random first measurement → (acquired bool (B, N), condition = U-Net input (B, C+1, H, W))."""
-    acquired = random_mask(x.shape[0], operator.n_locations, k0, None, generator, x.device)
-    return acquired, condition_from(operator, x, acquired)
-
-
-def condition_from(operator: PixelOperator, x: torch.Tensor, acquired: torch.Tensor) -> torch.Tensor:
-    zf = operator.zero_filled(operator.measure(x, acquired), acquired)
-    return network_input(zf, operator.mask_to_image(acquired))
+    acq = Acquisition.start(operator, x, RandomFirst(k0), UNetInput(), generator)
+    return acq.acquired, acq.condition()
 
 
 def build_flow_model(unet: ReconUNet, operator: PixelOperator, net: FlowNetConfig) -> FlowModel:
@@ -172,132 +180,48 @@ def flow_batch_fn(images: torch.Tensor, labels: torch.Tensor, operator: PixelOpe
     return fn
 
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+class DensityRecord:
+    """What the flow chose on the first evaluation seed: per budget, how many images chose each *new* location,
+    and the full masks of the first ``n_grid`` images (for the mask-grid figures)."""
 
+    def __init__(self, budgets: list[int], n_locations: int, name: str = "flow", n_grid: int = 8):
+        self.name, self.n_grid = name, n_grid
+        self.density = {b: torch.zeros(n_locations) for b in budgets}
+        self.n_images = 0
+        self.grid_masks: dict[int, torch.Tensor] = {}
+        self.grid_acquired: torch.Tensor | None = None
 
-@torch.inference_mode()
-def evaluate_policies(
-    policies: dict[str, tuple[Policy, bool]],
-    task: Task,
-    operator: PixelOperator,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    budgets: list[int],
-    first_samples: int,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    metrics: dict[str, MetricFn] | None = None,
-    on_batch: Callable[[str, int, dict[int, torch.Tensor], torch.Tensor], None] | None = None,
-    progress: Callable | None = None,
-) -> dict[str, dict[str, dict[int, torch.Tensor]]]:
-    """Per-sample metrics ``fn(prediction, labels) -> (B,)`` for every (policy, budget) on one seed.
+    def __call__(self, event: MaskEvent) -> None:
+        if event.name != self.name or event.seed_index != 0:
+            return
+        for b, m in event.masks.items():
+            self.density[b] += (m & ~event.acquired).float().sum(0).cpu()
+        self.n_images += int(event.acquired.shape[0])
+        if int(event.rows[0]) == 0:
+            self.grid_masks = {b: m[:self.n_grid].cpu() for b, m in event.masks.items()}
+            self.grid_acquired = event.acquired[:self.n_grid].cpu()
 
-    ``policies`` maps a row name to (policy, reuse_first): with ``reuse_first`` the policy starts from the
-    random first measurement (acquired pixels are kept and the condition is its U-Net input); without it
-    the policy gets no first measurement and only ``budget`` pixels. ``metrics`` default: the task's own
-    metric. Returns ``{metric: {policy: {budget: per-sample values}}}``; each prediction is computed once.
-    Under torchrun each process evaluates its slice of every batch, with the noise a single process
-    would draw for those samples (:mod:`flowcs.rng`); the per-sample values are gathered in order, so
-    the result is exactly the single-process one.
-    """
-    metrics = metrics or {task.metric: task.score}
-    task.model.eval()
-    dist = current_dist()
-    out = {m: {name: {b: [] for b in budgets} for name in policies} for m in metrics}
-    rows_seen: list[torch.Tensor] = []
-    batches = range(0, images.shape[0], batch_size)
-    for i, start in enumerate(progress(batches) if progress and dist.is_main else batches):
-        stop = min(start + batch_size, images.shape[0])
-        lo, hi = shard_range(stop - start, dist)
-        if hi <= lo:
-            continue  # fewer samples than processes in this batch
-        gen = shard_generator(seed * 1_000_003 + i, dist.rank, dist.world_size, total=stop - start, start=lo)
-        rows_seen.append(torch.arange(start + lo, start + hi))
-        x = images[start + lo:start + hi].to(device)
-        y = labels[start + lo:start + hi].to(device)
-        acquired, cond = first_measurement(operator, x, first_samples, gen)
-        none = torch.zeros_like(acquired)
-        for name, (policy, reuse) in policies.items():
-            masks = policy.propose_many(cond if reuse else condition_from(operator, x, none), budgets,
-                                        acquired if reuse else none, gen)
-            for b, m in masks.items():
-                pred = task.predict(operator.zero_filled(operator.measure(x, m), m), operator.mask_to_image(m))
-                for metric, fn in metrics.items():
-                    out[metric][name][b].append(fn(pred, y).cpu())
-            if on_batch:
-                on_batch(name, start, masks, acquired if reuse else none)
-    order = gather_rows(_cat(rows_seen, torch.long), dist)
-
-    def assemble(values: list[torch.Tensor]) -> torch.Tensor:
-        gathered = gather_rows(_cat(values, torch.float64), dist)
-        result = torch.empty_like(gathered)
-        result[order] = gathered  # back to the data set's order, whatever the number of processes
-        return result
-
-    return {m: {name: {b: assemble(v) for b, v in per.items()} for name, per in rows.items()}
-            for m, rows in out.items()}
-
-
-def _cat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
-
-
-@dataclass
-class MaskRecord:
-    """What one policy chose on the first evaluation seed: density sums and the first images' masks."""
-
-    density: dict[int, torch.Tensor]  # per budget: (N,) count of images that chose each *new* location
-    n_images: int = 0
-    grid_masks: dict[int, torch.Tensor] = field(default_factory=dict)  # per budget: (n_grid, N) full masks
-    grid_acquired: torch.Tensor | None = None  # (n_grid, N) first-measurement locations
+    def reduce(self) -> DensityRecord:
+        """Sum the counts of every process (each saw its own slice of the images)."""
+        dist = current_dist()
+        for b in self.density:
+            self.density[b] = all_reduce_sum(self.density[b], dist)
+        self.n_images = int(all_reduce_sum(torch.tensor(self.n_images), dist))
+        return self
 
     def density_maps(self, height: int, width: int) -> dict[int, torch.Tensor]:
         """Per budget: probability that a location is chosen by the policy (first samples excluded)."""
         return {b: (d / max(self.n_images, 1)).reshape(height, width) for b, d in self.density.items()}
 
 
-def evaluate_over_seeds(
-    policies: dict[str, tuple[Policy, bool]],
-    task: Task,
-    operator: PixelOperator,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    budgets: list[int],
-    first_samples: int,
-    seeds: list[int],
-    batch_size: int,
-    device: torch.device,
-    metrics: dict[str, MetricFn] | None = None,
-    record: str | None = "flow",
-    n_grid: int = 8,
-) -> tuple[list[dict[str, dict[str, dict[int, torch.Tensor]]]], MaskRecord]:
-    """Run :func:`evaluate_policies` once per seed (``metrics`` default: the task metric).
+class PixelExperiment(Experiment):
+    """What the three pixel experiments share: the random-first protocol and its three rows (flow; random with
+    the policy budget only, as in the paper; random with the same total as the flow)."""
 
-    Returns the per-seed results (``[{metric: {policy: {budget: values}}}]``) and a :class:`MaskRecord` of
-    policy ``record`` on the first seed (sampling density over all images, masks of the first ``n_grid``).
-    """
-    metrics = metrics or {task.metric: task.score}
-    rec = MaskRecord({b: torch.zeros(operator.n_locations) for b in budgets})
+    def draws(self, ctx: RunContext) -> PixelDraws:
+        return PixelDraws(ctx.seed)
 
-    def on_batch(name, start, masks, acquired):
-        if name != record:
-            return
-        for b, m in masks.items():
-            rec.density[b] += (m & ~acquired).float().sum(0).cpu()
-        rec.n_images += int(acquired.shape[0])
-        if start == 0:
-            rec.grid_masks = {b: m[:n_grid].cpu() for b, m in masks.items()}
-            rec.grid_acquired = acquired[:n_grid].cpu()
-
-    per_seed = []
-    for i, seed in enumerate(seeds):
-        per_seed.append(evaluate_policies(
-            policies, task, operator, images, labels, budgets, first_samples, seed, batch_size, device, metrics,
-            on_batch=on_batch if i == 0 and record else None,
-            progress=lambda it, i=i: tqdm(it, desc=f"evaluate seed {i}", leave=False)))
-    dist = current_dist()  # each process saw its own slice of the images: sum the densities
-    for b in rec.density:
-        rec.density[b] = all_reduce_sum(rec.density[b], dist)
-    rec.n_images = int(all_reduce_sum(torch.tensor(rec.n_images), dist))
-    return per_seed, rec
+    def entries(self, ctx, setup) -> dict[str, Entry]:
+        rand = RandomPolicy(setup.operator.n_locations)
+        return {"flow": Entry(self.flow_policy(ctx)), "random": Entry(rand, reuse_first=False),
+                "random-same-total": Entry(rand)}

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..acquisition import full_measurement, observer
 from ..masks import sample_budgets
 from ..operators.base import Operator
 from ..tasks.base import Task
@@ -36,32 +37,6 @@ __all__ = ["PeerObjective", "full_measurement", "observer"]
 
 FirstFn = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 MeasureFn = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
-
-
-def full_measurement(operator: Operator, x: torch.Tensor, noisy: bool = False,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """The measurement with every location sampled (noisy when asked and the operator has noise)."""
-    ones = torch.ones(x.shape[0], operator.n_locations, dtype=torch.bool, device=x.device)
-    if noisy:
-        return operator.measure(x, ones, noisy=True, generator=generator)
-    return operator.measure(x, ones)
-
-
-def observer(operator: Operator, y_full: torch.Tensor, linear: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``observe(mask) -> zero-filled image`` of the samples whose full measurement is ``y_full``.
-
-    Equal to ``zero_filled(measure(x, mask), mask)`` for hard masks. Soft masks: ``linear`` = the mask applied
-    once (A_1ᴴ (m ⊙ y)); otherwise the operator's own convention (see the module doc).
-    """
-    ones = torch.ones(y_full.shape[0], operator.n_locations, dtype=torch.bool, device=y_full.device)
-
-    def observe(mask: torch.Tensor) -> torch.Tensor:
-        m = operator.mask_to_image(mask).to(y_full.dtype)
-        if not linear:
-            return operator.zero_filled(m * y_full, mask)
-        return operator.adjoint(m * y_full, ones[:mask.shape[0]])
-
-    return observe
 
 
 class PeerObjective(nn.Module):

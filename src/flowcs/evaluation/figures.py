@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from ..io import save_with  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     save_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
@@ -41,7 +41,7 @@ def plot_metric_vs_budget(payload: dict, path: Path, scale: float = 1.0, ylabel:
     ax.set_title(payload["experiment"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_density(maps: dict[str, torch.Tensor], path: Path, title: str = "") -> None:
@@ -53,7 +53,7 @@ def plot_density(maps: dict[str, torch.Tensor], path: Path, title: str = "") -> 
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_mask_grid(images: torch.Tensor, acquired: torch.Tensor, masks: torch.Tensor, path: Path,
@@ -79,7 +79,7 @@ def plot_mask_grid(images: torch.Tensor, acquired: torch.Tensor, masks: torch.Te
     for r, lab in enumerate(labels):
         axes[r][0].set_title(lab, fontsize=7, loc="left")
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _to_rgb(img: torch.Tensor) -> torch.Tensor:

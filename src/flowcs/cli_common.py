@@ -1,0 +1,54 @@
+"""Arguments every experiment command shares (``train``, ``evaluate``, ``ablate``, ``run``, ``compare``), and the
+run context they resolve to, in one place for the CLI and the sub-commands defined next to their code."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import ConfigError
+
+__all__ = ["add_run_args", "context_from_args", "set_threads"]
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    from .registry import available
+
+    p.add_argument("experiment", help=f"experiment name ({', '.join(available('experiment'))})")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (keys as in configs/<experiment>.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set flow.loop.epochs=2 (repeatable)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny preset (seconds to a minute on a CPU); results go under the run directory")
+    p.add_argument("--run-dir", metavar="DIR", help="checkpoints and logs (default runs/<experiment>[-smoke])")
+    p.add_argument("--results", metavar="DIR",
+                   help="where metrics.json and figures go (default results/<experiment>; smoke: <run-dir>/results)")
+    p.add_argument("--data", metavar="DIR",
+                   help="data root holding the data sets (mnist/, faces_celeba_10k/, mri_…; default: $FLOWCS_DATA, "
+                        "else ../shared/data, else the user cache)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoints in --run-dir")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per process (default: torch's choice, or $OMP_NUM_THREADS); use 1 when "
+                        "several jobs share the cores")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def context_from_args(args, use_run_config: bool = False, extra: dict | None = None):
+    """The :class:`~flowcs.experiments.RunContext` of an experiment command's arguments.
+
+    ``use_run_config``: commands that read a trained run start from the run directory's own ``config.yaml``.
+    """
+    from .experiments import build_context
+
+    set_threads(args.threads)
+    return build_context(args.experiment, args.config, args.overrides, args.smoke, args.run_dir, args.results,
+                         args.data, args.seed, args.device, args.resume, use_run_config=use_run_config, extra=extra)

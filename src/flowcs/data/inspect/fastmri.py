@@ -1,0 +1,53 @@
+"""fastMRI ``.h5`` volumes for ``flowcs data inspect``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import DataError
+from .core import Report, _file_lines, _first_line, _shapes, register
+
+# ----------------------------------------------------------------------------- fastMRI .h5
+
+
+def _is_h5(path: Path) -> bool:
+    return path.suffix.lower() in (".h5", ".hdf5")
+
+
+@register("fastMRI single-coil .h5", _is_h5)
+def _check_h5(files: list[Path], folder: Path | None, report: Report) -> None:
+    from ..fastmri import SLICE_HALF_WIDTH, center_slices, inspect_volume, read_volume_images
+
+    lines, shapes, slices, used = [], Counter(), [], 0
+    synthetic, peak = 0, 0.0
+    for f in files:
+        try:
+            info = inspect_volume(f)  # layout: kspace present, rank 3, complex, not empty
+            images, _ = read_volume_images(f, half_width=None)  # every slice: readable and finite
+        except DataError as exc:
+            report.problems.append(str(exc))
+            continue
+        except Exception as exc:  # h5py raises RuntimeError/KeyError/ValueError on damaged metadata
+            report.problems.append(f"{f}: corrupt HDF5 file ({type(exc).__name__}: {_first_line(exc)})")
+            continue
+        mag = float(np.abs(images).max()) if images.size else 0.0
+        peak = max(peak, mag)
+        is_synth = str(info.attrs.get("patient_id", "")).startswith("synthetic-")
+        synthetic += is_synth
+        shapes[f"{info.rows}x{info.cols}"] += 1
+        slices.append(info.n_slices)
+        used += len(center_slices(info.n_slices, SLICE_HALF_WIDTH))
+        acq = info.attrs.get("acquisition")
+        lines.append(f"{f.name}: {info.n_slices} slices of {info.rows}x{info.cols} complex k-space, "
+                     f"|image| max {mag:.4g}" + (f", {acq}" if acq else "") +
+                     (", ISMRMRD header" if info.has_header else ", no ISMRMRD header") +
+                     (", synthetic" if is_synth else ""))
+    _file_lines(report, lines)
+    if slices:
+        report.summary.append(
+            f"{len(slices)} volume(s)" + (f" ({synthetic} synthetic)" if synthetic else "") +
+            f", slices per volume {min(slices)}..{max(slices)} (total {sum(slices)}; the loader keeps the centre "
+            f"±{SLICE_HALF_WIDTH}: {used} slices), k-space {_shapes(shapes)}, |image| max {peak:.4g}")

@@ -1,0 +1,89 @@
+"""Per-sample evaluation values and the statistics reported from them.
+
+:class:`Results` keeps every value the evaluation computed: ``values[metric][row][budget]`` is a float tensor
+(seeds, samples) — one entry per evaluation seed and test sample — so per-seed, per-image and per-volume
+statistics and paired comparisons all come from the same arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..metrics import summarize
+
+__all__ = ["Results", "Timing", "seed_row", "image_row"]
+
+
+@dataclass
+class Timing:
+    """Wall time a policy spent deciding (``propose_many`` calls), per image and per acquired location."""
+
+    seconds: float = 0.0
+    images: int = 0
+    locations: int = 0  # images × new locations decided (largest budget)
+
+    def as_dict(self) -> dict:
+        return {"seconds": round(self.seconds, 3), "images": self.images,
+                "ms_per_image": round(1000 * self.seconds / max(self.images, 1), 3),
+                "ms_per_location": round(1000 * self.seconds / max(self.locations, 1), 4)}
+
+
+@dataclass
+class Results:
+    """``values[metric][row][budget]``: (seeds, samples) per-sample values; ``timing[policy]``: decision time."""
+
+    budgets: list[int]
+    values: dict[str, dict[str, dict[int, torch.Tensor]]] = field(default_factory=dict)
+    timing: dict[str, Timing] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.values)
+
+    def rows(self, metric: str | None = None) -> list[str]:
+        metric = metric or self.metrics[0]
+        return list(self.values[metric])
+
+    def per_seed(self, metric: str, row: str) -> list[dict[int, torch.Tensor]]:
+        """``[{budget: (samples,)} per seed]`` (the shape :func:`seed_row` reads)."""
+        per = self.values[metric][row]
+        n_seeds = next(iter(per.values())).shape[0]
+        return [{b: v[s] for b, v in per.items()} for s in range(n_seeds)]
+
+    def per_image(self, metric: str, row: str, budget: int) -> torch.Tensor:
+        """(samples,) values averaged over the evaluation seeds."""
+        return self.values[metric][row][budget].mean(0)
+
+    def seed_row(self, metric: str, row: str, budgets: Sequence[int] | None = None,
+                 indices: torch.Tensor | None = None) -> dict:
+        """:func:`seed_row` of one row (``budgets`` default: every evaluated budget)."""
+        return seed_row([{row: d} for d in self.per_seed(metric, row)], row, budgets or self.budgets, indices)
+
+
+def seed_row(per_seed: list[dict], name: str, budgets: Sequence[int], indices: torch.Tensor | None = None) -> dict:
+    """One results row from per-sample values ``per_seed[s][name][budget]`` of several evaluation seeds.
+
+    ``mean`` = mean over seeds of the per-seed means, ``std`` = their spread across seeds (0 with one seed),
+    ``ci95_pooled`` = bootstrap interval of all per-sample values pooled over seeds, ``n`` = samples per seed.
+    ``indices`` restricts the row to a subset of the samples (e.g. a fixed test subset).
+    """
+    def values(run, b):
+        v = run[name][b]
+        return v if indices is None else v[indices]
+
+    means, stds, ci = [], [], []
+    for b in budgets:
+        seed_means = torch.stack([values(run, b).float().mean() for run in per_seed])
+        means.append(float(seed_means.mean()))
+        stds.append(float(seed_means.std(unbiased=False)) if len(per_seed) > 1 else 0.0)
+        ci.append(list(summarize(torch.cat([values(run, b) for run in per_seed]))["ci95"]))
+    return {"mean": means, "std": stds, "ci95_pooled": ci, "n": int(values(per_seed[0], budgets[0]).numel())}
+
+
+def image_row(values: torch.Tensor) -> dict:
+    """One-budget row from per-image values: mean ± std across images, bootstrap 95 % interval, count."""
+    sm = summarize(values)
+    return {"mean": [sm["mean"]], "std": [sm["std"]], "n": sm["n"], "ci95": [list(sm["ci95"])]}
