@@ -1,5 +1,6 @@
 """No number changes by accident: every experiment's smoke run and smoke comparison reproduce the recorded
-fixtures (``tests/smoke_fixtures.py`` explains how they are made and when to regenerate them)."""
+fixtures (``tests/smoke_fixtures.py`` explains how they are made and when to regenerate them); and
+``flowcs compare`` reports exactly the experiment's own rows for the same seeds and test images."""
 
 from __future__ import annotations
 
@@ -7,21 +8,52 @@ import json
 
 import pytest
 
-from smoke_fixtures import EXPERIMENTS, SHARED_DATA, differences, fixture_path, run_smoke
+from smoke_fixtures import EXPERIMENTS, SHARED_DATA, _cli, differences, fixture_path, run_smoke
+
+_RUNS: dict = {}
 
 
 @pytest.fixture(scope="module")
 def smoke_root(tmp_path_factory):
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip(f"real data folder absent: {SHARED_DATA}")
     return tmp_path_factory.mktemp("smoke-fixtures")
 
 
-@pytest.mark.slow  # ≈ 3 minutes for all five experiments (one thread)
+def smoke(experiment: str, root) -> dict:
+    if experiment not in _RUNS:
+        _RUNS[experiment] = run_smoke(experiment, root)
+    return _RUNS[experiment]
+
+
+@pytest.mark.slow  # ≈ 2.5 minutes for all five experiments (one thread)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_smoke_numbers_match_the_fixtures(experiment, smoke_root):
-    if not (SHARED_DATA / "mnist").is_dir():
-        pytest.skip(f"real data folder absent: {SHARED_DATA}")
-    got = run_smoke(experiment, smoke_root)
-    for kind, payload in got.items():
+    for kind, payload in smoke(experiment, smoke_root).items():
         want = json.loads(fixture_path(experiment, kind).read_text())
         diffs = differences(payload, want, kind)
         assert not diffs, f"{experiment} {kind} changed:\n" + "\n".join(diffs[:20])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment,own", [
+    ("mnist-classify", "flow,random,random-same-total"),
+    ("mri-4x", "flow,random,equispaced,variable-density,low-frequency")])
+def test_compare_rows_equal_the_experiments_own_rows(experiment, own, smoke_root):
+    """The same test images and seeds through `flowcs compare` give the rows of the experiment's metrics.json."""
+    metrics = smoke(experiment, smoke_root)["metrics"]
+    run_dir = smoke_root / experiment
+    out = run_dir / "compare-same"
+    _cli("compare", experiment, "--smoke", "--run-dir", str(run_dir), "--results", str(out), "--policies", own,
+         "--set", "compare.test_subset=null", "--set", f"compare.seeds={metrics['seeds']}",
+         "--set", "compare.batch_size=5")  # another batch size: the draws are per sample
+    compared = json.loads((out / "compare.json").read_text())
+    n_test = metrics.get("test_images") or len(metrics["per_image"]["names"])
+    assert compared["test_images"] == n_test and compared["seeds"] == metrics["seeds"]
+    for name in own.split(","):
+        mine, theirs = metrics["policies"][name], compared["policies"][name]
+        assert theirs["mean"] == pytest.approx(mine["mean"], rel=1e-12, abs=1e-12), name
+        if "ci95_pooled" in mine:  # pixel rows: the same per-seed statistics
+            assert theirs["std"] == pytest.approx(mine["std"], abs=1e-12)
+            assert [x for ci in theirs["ci95_pooled"] for x in ci] == pytest.approx(
+                [x for ci in mine["ci95_pooled"] for x in ci], abs=1e-12)

@@ -170,6 +170,13 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "ablate": _cmd_ablat
             "config": _cmd_config, "data": _cmd_data}
 
 
+def _leave_process_group(clean: bool) -> None:
+    if "WORLD_SIZE" in os.environ:  # only under torchrun: importing torch.distributed is not free
+        from .training.distributed import shutdown
+
+        shutdown(clean)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -181,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
             load_plugins(args.plugin)
         command = COMMANDS.get(args.command) or _plugins()[args.command].run
         code = command(args)
+        _leave_process_group(clean=True)
     except FlowcsError as exc:
+        _leave_process_group(clean=False)
         if args.debug:
             raise
         print(f"flowcs: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _leave_process_group(clean=False)
         print("flowcs: interrupted", file=sys.stderr)
         return 130
     if args.command in ("train", "run", "ablate", "evaluate") and os.environ.get("RANK", "0") == "0":

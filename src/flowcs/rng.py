@@ -86,11 +86,15 @@ def _rows(draw, batch: int, rest: tuple, generator: torch.Generator | None, devi
     return full[start:start + batch].to(device)
 
 
-def rand_rows(batch: int, *rest: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+def rand_rows(batch: int, *rest: int, generator: torch.Generator | None = None, device="cpu",
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Uniform [0, 1) draws of shape (batch, *rest): this process's rows of the global batch."""
-    return _rows(torch.rand, batch, rest, generator, device)
+    return _rows(lambda shape, generator: torch.rand(shape, generator=generator, dtype=dtype), batch, rest, generator,
+                 device)
 
 
-def randn_rows(batch: int, *rest: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+def randn_rows(batch: int, *rest: int, generator: torch.Generator | None = None, device="cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal draws of shape (batch, *rest): this process's rows of the global batch."""
-    return _rows(torch.randn, batch, rest, generator, device)
+    return _rows(lambda shape, generator: torch.randn(shape, generator=generator, dtype=dtype), batch, rest,
+                 generator, device)

@@ -9,14 +9,19 @@ from pathlib import Path
 import torch
 
 from .. import export as E
-from ..evaluation.draws import mix_seed
 from ..experiments import get_experiment
 from ..experiments.context import load_run
 from ..operators.fft import complex_abs
+from ..rng import derive
 from .serve import serving_rss
 from .timing import load_average, percentiles, time_calls
 
 __all__ = ["bench_run", "bench_image_run"]
+
+
+def mix_seed(*parts: int) -> torch.Generator:
+    """A generator seeded from the benchmark's seed and the purpose of the draw."""
+    return torch.Generator().manual_seed(derive("bench", *parts))
 
 
 def bench_run(run_dir: str | Path, args, log=print) -> dict:

@@ -76,7 +76,7 @@ def seed_row(per_seed: list[dict], name: str, budgets: Sequence[int], indices: t
 
     means, stds, ci = [], [], []
     for b in budgets:
-        seed_means = torch.stack([values(run, b).float().mean() for run in per_seed])
+        seed_means = torch.stack([values(run, b).double().mean() for run in per_seed])
         means.append(float(seed_means.mean()))
         stds.append(float(seed_means.std(unbiased=False)) if len(per_seed) > 1 else 0.0)
         ci.append(list(summarize(torch.cat([values(run, b) for run in per_seed]))["ci95"]))

@@ -49,7 +49,7 @@ def run_flow_ablation(experiment, ctx, train_flow: Callable) -> dict:
         policy = experiment.flow_policy(ctx, flow_cfg, stage)
         res = evaluate(setup, {"flow": Entry(policy)}, experiment.draws(ctx), 1, c.eval.batch_size,
                        ctx.device, budgets=budgets, desc=f"ablation {label}")
-        rows[label] = {"mean": [float(res.values[setup.primary]["flow"][b][0].float().mean()) for b in budgets],
+        rows[label] = {"mean": [float(res.values[setup.primary]["flow"][b][0].mean()) for b in budgets],
                        "n": len(setup.test), **changes}
     loop = a.loop
     payload = metrics_payload(f"{experiment.name}-ablation", setup.primary, setup.higher_is_better, "percent",

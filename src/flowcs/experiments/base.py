@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..evaluation.draws import NamedDraws
 from ..evaluation.loop import Entry
 from ..evaluation.setup import Setup
 from ..policies.base import Policy
@@ -71,6 +72,10 @@ class Experiment:
     def flow_policy(self, ctx: RunContext) -> Policy:
         """The trained flow policy of the run."""
         raise ConfigError(f"experiment {self.name!r} has no flow policy")
+
+    def draws(self, ctx: RunContext) -> NamedDraws:
+        """The evaluation's random draws: derived per sample from the run seed and each policy's name."""
+        return NamedDraws(ctx.seed)
 
     def entries(self, ctx: RunContext, setup: Setup) -> dict[str, Entry]:
         """The experiment's own policies (flow and its baselines), as evaluated and as compared."""

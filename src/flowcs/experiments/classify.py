@@ -321,7 +321,7 @@ class MNISTClassify(PixelExperiment):
         if has_ft:
             rows["flow+ft"] = {**res.seed_row("accuracy", "flow+ft", budgets),
                                "note": "flow masks read by the classifier fine-tuned on flow masks (extra step)"}
-        full_acc = float(res.values["accuracy"]["full"][budgets[0]][0].float().mean())
+        full_acc = float(res.values["accuracy"]["full"][budgets[0]][0].mean())
         rows["full"] = {"mean": [full_acc] * len(budgets), "std": [0.0] * len(budgets), "n": int(x.shape[0]),
                         "note": "same MLP trained and tested on all 784 pixels"}
         k0 = c.flow.first_samples

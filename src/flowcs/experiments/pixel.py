@@ -19,7 +19,6 @@ from torch import nn
 
 from ..acquisition import Acquisition, RandomFirst, UNetInput
 from ..errors import ConfigError
-from ..evaluation.draws import PixelDraws
 from ..evaluation.loop import Entry, MaskEvent
 from ..flow.model import FlowModel, FrozenEncoder
 from ..flow.nets import DualEncoderUNet
@@ -217,9 +216,6 @@ class DensityRecord:
 class PixelExperiment(Experiment):
     """What the three pixel experiments share: the random-first protocol and its three rows (flow; random with
     the policy budget only, as in the paper; random with the same total as the flow)."""
-
-    def draws(self, ctx: RunContext) -> PixelDraws:
-        return PixelDraws(ctx.seed)
 
     def entries(self, ctx, setup) -> dict[str, Entry]:
         rand = RandomPolicy(setup.operator.n_locations)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..rng import randn_rows
 from .base import Operator
 from .fft import fft2c, ifft2c, to_complex, to_real
 
@@ -44,7 +45,7 @@ class KSpaceLineOperator(Operator):
         m = self.mask_to_image(mask).to(k.dtype)
         if noisy and self.noise_pct > 0:
             std = k.flatten(2).std(dim=2)[:, :, None, None]  # per example and channel
-            noise = torch.randn(k.shape, generator=generator).to(k.device, k.dtype)
+            noise = randn_rows(*k.shape, generator=generator, device=k.device).to(k.dtype)
             k = k + (self.noise_pct / 100.0) * std * noise
         return m * k
 

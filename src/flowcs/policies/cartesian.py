@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..masks import select_topk
+from ..rng import rand_rows
 from .base import Policy
 
 __all__ = ["EquispacedPolicy", "LowFrequencyPolicy", "VariableDensityPolicy", "variable_density"]
@@ -35,13 +36,11 @@ class EquispacedPolicy(Policy):
         out = torch.zeros_like(acquired)
         if budget == 0:
             return out
+        u = rand_rows(b, generator=generator) if generator is not None else torch.full((b,), 0.5)
         for i in range(b):
             free = (~acquired[i]).nonzero().flatten()
             step = free.numel() / budget
-            if generator is not None:
-                offset = float(torch.rand(1, generator=generator)) * step
-            else:
-                offset = step / 2
+            offset = float(u[i]) * step
             pos = (offset + step * torch.arange(budget, dtype=torch.float64)).floor().long().clamp_max(free.numel() - 1)
             out[i, free[pos]] = True
         return out
@@ -77,6 +76,7 @@ class VariableDensityPolicy(Policy):
         b, n = acquired.shape
         logp = self.density.log().to(acquired.device).expand(b, n)
         if generator is not None:
-            u = torch.rand(b, n, generator=generator, dtype=torch.float64).clamp(1e-12, 1 - 1e-12).to(acquired.device)
+            u = rand_rows(b, n, generator=generator, device=acquired.device, dtype=torch.float64)
+            u = u.clamp(1e-12, 1 - 1e-12)
             logp = logp - torch.log(-torch.log(u))  # Gumbel top-k = sampling without replacement ∝ p
         return select_topk(logp, budget, acquired)

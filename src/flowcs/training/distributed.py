@@ -63,6 +63,29 @@ def gather_rows(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
+def merge_dicts(d: dict, info: DistInfo) -> dict:
+    """Every rank's dict merged into one (on every rank): for small per-rank records such as figure data."""
+    if not info.enabled:
+        return d
+    parts: list = [None] * info.world_size
+    dist.all_gather_object(parts, d)
+    out: dict = {}
+    for p in parts:
+        out.update(p)
+    return out
+
+
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group before the interpreter exits (gloo aborts a process whose group is still up).
+
+    ``clean``: every rank got here normally, so wait for the others first; after an error, just leave.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

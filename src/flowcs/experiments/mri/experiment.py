@@ -24,7 +24,6 @@ import torch
 
 from ...acquisition import BandFirst, Magnitude
 from ...errors import ConfigError
-from ...evaluation.draws import MRIDraws
 from ...evaluation.loop import Entry, MaskEvent, evaluate
 from ...evaluation.results import image_row
 from ...evaluation.setup import Setup, Split, TrainData
@@ -33,6 +32,7 @@ from ...metrics import nmse, psnr, ssim
 from ...operators.fft import complex_abs
 from ...policies.cartesian import EquispacedPolicy, LowFrequencyPolicy, VariableDensityPolicy
 from ...policies.random import RandomPolicy
+from ...training.distributed import all_reduce_sum, merge_dicts
 from ..base import Experiment
 from ..context import RunContext
 from . import stages as S
@@ -153,9 +153,6 @@ class MRIExperiment(Experiment):
                 "variable-density": Entry(VariableDensityPolicy(n, ctx.cfg.eval.vd_power)),
                 "flow": Entry(self.flow_policy(ctx)), "low-frequency": Entry(LowFrequencyPolicy(n))}
 
-    def draws(self, ctx: RunContext) -> MRIDraws:
-        return MRIDraws(ctx.seed)
-
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, ctx: RunContext) -> dict:
@@ -184,6 +181,10 @@ class MRIExperiment(Experiment):
 
         res = evaluate(setup, entries, self.draws(ctx), c.eval.seeds, c.eval.batch_size, ctx.device,
                        references={"full": setup.task.predict}, on_masks=on_masks, desc=f"{ctx.experiment} evaluate")
+        # under torchrun each process saw its own slice of the images: combine what the figures show
+        density = {p: all_reduce_sum(d, ctx.dist) for p, d in density.items()}
+        flow_masks = all_reduce_sum(flow_masks.float(), ctx.dist) > 0
+        fig = merge_dicts(fig, ctx.dist)
         payload = self._payload(ctx, setup, res, split)
         if ctx.dist.is_main:
             write_results(ctx.results_dir, "metrics", payload,
