@@ -84,8 +84,7 @@ def _cmd_train(args) -> int:
     for stage in args.stage or []:
         if stage not in exp.stages:
             raise ConfigError(f"unknown stage {stage!r} for {args.experiment}; choose from {', '.join(exp.stages)}")
-    ctx = context_from_args(args)
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = context_from_args(args, lock="create")
     record_run(ctx)
     exp.train(ctx, args.stage)
     _say(ctx, f"trained {', '.join(args.stage or exp.stages)} → {ctx.run_dir}")
@@ -95,7 +94,7 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .experiments import get_experiment
 
-    ctx = context_from_args(args, use_run_config=True)
+    ctx = context_from_args(args, use_run_config=True, lock="existing")
     payload = get_experiment(args.experiment).evaluate(ctx)
     _say(ctx, _summary(payload, ctx.results_dir))
     return 0
@@ -104,7 +103,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_ablate(args) -> int:
     from .experiments import get_experiment
 
-    ctx = context_from_args(args, use_run_config=True)
+    ctx = context_from_args(args, use_run_config=True, lock="existing")
     payload = get_experiment(args.experiment).ablate(ctx)
     _say(ctx, _summary(payload, ctx.results_dir, "ablation"))
     return 0
@@ -114,8 +113,7 @@ def _cmd_run(args) -> int:
     from .experiments import get_experiment, record_run
 
     exp = get_experiment(args.experiment)
-    ctx = context_from_args(args)
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = context_from_args(args, lock="create")
     record_run(ctx)
     exp.train(ctx)
     payload = exp.evaluate(ctx)
@@ -177,7 +175,24 @@ def _leave_process_group(clean: bool) -> None:
         shutdown(clean)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's time limit, ``kill``) outside training ends like Ctrl-C: one line, exit 130.
+
+    Training installs its own handler (checkpoint first), and puts this one back afterwards.
+    """
+    import signal
+
+    def handler(signum, _frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (flowcs called from a worker thread)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stop_on_sigterm()
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.time()
@@ -197,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         _leave_process_group(clean=False)
-        print("flowcs: interrupted", file=sys.stderr)
+        print("flowcs: error: interrupted (finished stages and the last checkpoints are kept; rerun the same "
+              "command with --resume to continue)", file=sys.stderr)
         return 130
     if args.command in ("train", "run", "ablate", "evaluate") and os.environ.get("RANK", "0") == "0":
         print(f"wall time {time.time() - started:.1f} s", file=sys.stderr)

@@ -42,13 +42,19 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def context_from_args(args, use_run_config: bool = False, extra: dict | None = None):
+def context_from_args(args, use_run_config: bool = False, extra: dict | None = None, lock: str | None = None):
     """The :class:`~flowcs.experiments.RunContext` of an experiment command's arguments.
 
     ``use_run_config``: commands that read a trained run start from the run directory's own ``config.yaml``.
+    ``lock``: ``"create"`` (commands that train: make the run directory and take its lock) or ``"existing"``
+    (commands that read a run and may add stages or results: take the lock when the directory exists).
     """
     from .experiments import build_context
+    from .rundir import lock_run_dir
 
     set_threads(args.threads)
-    return build_context(args.experiment, args.config, args.overrides, args.smoke, args.run_dir, args.results,
-                         args.data, args.seed, args.device, args.resume, use_run_config=use_run_config, extra=extra)
+    ctx = build_context(args.experiment, args.config, args.overrides, args.smoke, args.run_dir, args.results,
+                        args.data, args.seed, args.device, args.resume, use_run_config=use_run_config, extra=extra)
+    if lock and ctx.dist.is_main and (lock == "create" or ctx.run_dir.is_dir()):
+        lock_run_dir(ctx.run_dir)
+    return ctx

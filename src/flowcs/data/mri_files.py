@@ -186,7 +186,7 @@ def read_cfl(base: str | os.PathLike) -> np.ndarray:
     if size != 8 * n:
         raise DataError(f"{cfl}: {size} bytes, but the header's dims {dims} need {8 * n} (truncated or mismatched)")
     data = np.fromfile(cfl, dtype=np.complex64, count=n)
-    return data.reshape(dims, order="F")
+    return check_finite(cfl, data, "complex data").reshape(dims, order="F")
 
 
 def write_cfl(base: str | os.PathLike, array: np.ndarray) -> None:

@@ -57,6 +57,11 @@ class TrainData:
     batch: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     source: Any = None
 
+    @classmethod
+    def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, device, source: Any = None) -> TrainData:
+        """Batches of in-memory tensors, moved to ``device``."""
+        return cls(int(x.shape[0]), lambda idx, _gen: (x[idx].to(device), y[idx].to(device)), source)
+
 
 @dataclass
 class Setup:

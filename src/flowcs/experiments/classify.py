@@ -24,6 +24,7 @@ from ..evaluation import figures
 from ..evaluation.loop import evaluate
 from ..evaluation.setup import Setup, Split, TrainData
 from ..evaluation.tables import metrics_payload, write_results
+from ..flow.objective import objective_signature
 from ..flow.policy import FlowPolicy
 from ..masks import check_rate, rate_to_budget, sample_budgets
 from ..metrics import accuracy
@@ -186,13 +187,14 @@ class MNISTClassify(PixelExperiment):
         n = len(s) if subset is None else min(subset, len(s))
         return s.images[:n].float().div_(255.0).unsqueeze(1), s.labels[:n], s.source
 
-    def signature(self, ctx: RunContext, stage: str) -> dict:
+    def signature(self, ctx: RunContext, stage: str, flow_cfg: FlowTrainConfig | None = None) -> dict:
         c = ctx.cfg
         if stage == "unet":
             return {"experiment": NAME, "widths": list(c.unet.widths), "bottleneck": c.unet.bottleneck}
         if stage == "flow" or stage.startswith("ablation-"):
-            return {"experiment": NAME, "flow_widths": list(c.flow.net.widths),
-                    "flow_bottleneck": c.flow.net.bottleneck, "unet_widths": list(c.unet.widths)}
+            f = flow_cfg or c.flow
+            return {"experiment": NAME, "flow_widths": list(f.net.widths), "flow_bottleneck": f.net.bottleneck,
+                    "unet_widths": list(c.unet.widths), **objective_signature(f)}
         return {"experiment": NAME, "model": "mlp-784-256-128-128-10"}
 
     def trained_classifier(self, ctx: RunContext, stage: str = "classifier") -> ClassificationTask:
@@ -204,7 +206,8 @@ class MNISTClassify(PixelExperiment):
     def flow_policy(self, ctx: RunContext, flow_cfg: FlowTrainConfig | None = None, stage: str = "flow"
                     ) -> FlowPolicy:
         flow_cfg = flow_cfg or ctx.cfg.flow
-        return load_flow_policy(ctx, stage, self.trained_unet(ctx), OPERATOR, flow_cfg, self.signature(ctx, "flow"))
+        return load_flow_policy(ctx, stage, self.trained_unet(ctx), OPERATOR, flow_cfg,
+                                self.signature(ctx, stage, flow_cfg))
 
     # ------------------------------------------------------------------ training
 
@@ -236,7 +239,7 @@ class MNISTClassify(PixelExperiment):
         model = build_flow_model(self.trained_unet(ctx), OPERATOR, flow_cfg.net)
         obj = build_flow_objective(model, task, OPERATOR, flow_cfg).to(ctx.device)
         fit_stage(ctx, stage, obj, flow_cfg.loop, flow_batch_fn(x, y, OPERATOR, flow_cfg, ctx.device), x.shape[0],
-                  self.signature(ctx, "flow"))
+                  self.signature(ctx, stage, flow_cfg))
 
     def policy_scores(self, ctx: RunContext, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(acquired, scores) of the trained flow on ``x`` with a seeded first measurement, cached in the run."""
@@ -287,8 +290,7 @@ class MNISTClassify(PixelExperiment):
         train_data = None
         if train:
             xtr, ytr, train_source = self.load_data(ctx, "train")
-            train_data = TrainData(xtr.shape[0], lambda idx, _g: (xtr[idx].to(ctx.device), ytr[idx].to(ctx.device)),
-                                   train_source)
+            train_data = TrainData.from_tensors(xtr, ytr, ctx.device, train_source)
         k0 = c.flow.first_samples
         return Setup(
             experiment=NAME, operator=OPERATOR, task=task, first=RandomFirst(k0), condition=UNetInput(),

@@ -99,7 +99,7 @@ def train_peer(ctx: RunContext, setup, name: str, task_fp: str, log: dict) -> Po
     return PerBudgetPolicy(name, trained, setup.operator.n_locations)
 
 
-def train_ads(ctx: RunContext, setup, task_fp: str, log: dict):
+def train_ads(ctx: RunContext, setup, log: dict):
     a = ctx.cfg.compare.ads
     shift, scale = setup.prior_shift_scale
     torch.manual_seed(ctx.seed)
@@ -110,10 +110,10 @@ def train_ads(ctx: RunContext, setup, task_fp: str, log: dict):
         x, _ = setup.train.batch(idx, gen)
         return {"x": x}
 
-    sig = ads_signature(setup.experiment, setup.operator, a, shift, scale, task_fp)
-    ckpt = train_or_load(ctx, "compare-ads-prior", FlowPriorObjective(net), batch_fn, setup.train.n_items, a.loop,
+    sig = ads_signature(setup.experiment, setup.operator, a, shift, scale)
+    train_or_load(ctx, "compare-ads-prior", FlowPriorObjective(net), batch_fn, setup.train.n_items, a.loop,
                          sig, net, "model.", log)
-    log["compare-ads-prior"]["task_fingerprint"] = ckpt["signature"].get("task")
+    log["compare-ads-prior"]["task_fingerprint"] = None  # task-agnostic: trained on images alone
     return policy
 
 
@@ -136,7 +136,7 @@ def compare(ctx: RunContext, policies_arg: str | None = None) -> dict:
             e = own[name]
             entries[name] = Entry(e.policy, e.reuse_first, None, e.draw_name)
         elif name == "ads":
-            entries[name] = Entry(train_ads(ctx, setup, task_fp, training_log), max_samples=n_ads,
+            entries[name] = Entry(train_ads(ctx, setup, training_log), max_samples=n_ads,
                                   max_seeds=cc.ads.seeds)
         else:
             entries[name] = Entry(train_peer(ctx, setup, name, task_fp, training_log))
@@ -193,7 +193,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Entry point of ``flowcs compare`` (returns the exit code)."""
     extra = {"compare": load_yaml(args.compare_config)} if args.compare_config else None
-    ctx = context_from_args(args, use_run_config=True, extra=extra)
+    ctx = context_from_args(args, use_run_config=True, extra=extra, lock="existing")
     payload = compare(ctx, args.policies)
     scale = 100.0 if payload["metric"] == "accuracy" else 1.0
     if ctx.dist.is_main:

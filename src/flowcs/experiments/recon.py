@@ -24,6 +24,7 @@ from ..evaluation import figures
 from ..evaluation.loop import evaluate
 from ..evaluation.setup import Setup, Split, TrainData
 from ..evaluation.tables import markdown_table, metrics_payload, write_results
+from ..flow.objective import objective_signature
 from ..metrics import mae, psnr, ssim
 from ..operators.pixel import PixelOperator
 from ..tasks.base import ReconstructionTask
@@ -142,15 +143,16 @@ class ReconExperiment(PixelExperiment):
             raise ConfigError("eval.grid_images must be at least 1")
         cfg.compare.validate()
 
-    def signature(self, ctx: RunContext, stage: str) -> dict:
+    def signature(self, ctx: RunContext, stage: str, flow_cfg=None) -> dict:
         """What shapes a stage's network *and* the data it was trained for (a 64x64 model refuses 128x128 data)."""
         cfg = ctx.cfg
         sig = {"experiment": self.name, "image_size": self.image_size(cfg), "channels": self.channels,
                "unet_widths": list(cfg.unet.widths), "unet_bottleneck": cfg.unet.bottleneck}
         if cfg.task.data_consistency:  # only when on, so checkpoints from before the option still load
             sig["data_consistency"] = True
-        if stage == "flow":
-            sig.update(flow_widths=list(cfg.flow.net.widths), flow_bottleneck=cfg.flow.net.bottleneck)
+        if stage != "unet":
+            f = flow_cfg or cfg.flow
+            sig.update(flow_widths=list(f.net.widths), flow_bottleneck=f.net.bottleneck, **objective_signature(f))
         return sig
 
     # --- models
@@ -163,7 +165,7 @@ class ReconExperiment(PixelExperiment):
 
     def flow_policy(self, ctx: RunContext, flow_cfg=None, stage: str = "flow"):
         return load_flow_policy(ctx, stage, self.trained_unet(ctx), self.operator(ctx.cfg), flow_cfg or ctx.cfg.flow,
-                                self.signature(ctx, "flow"))
+                                self.signature(ctx, stage, flow_cfg))
 
     # --- training
 
@@ -198,8 +200,7 @@ class ReconExperiment(PixelExperiment):
         train_data = None
         if train:
             xtr, train_source, _ = self.load_split(ctx, "train")
-            train_data = TrainData(xtr.shape[0], lambda idx, _g: (xtr[idx].to(ctx.device), xtr[idx].to(ctx.device)),
-                                   train_source)
+            train_data = TrainData.from_tensors(xtr, xtr, ctx.device, train_source)
         metrics = {name: _per_sample(fn) for name, fn in recon_metrics().items()}
         k0 = c.flow.first_samples
         test = Split(x.to(ctx.device), x.to(ctx.device), names=names, source=source)

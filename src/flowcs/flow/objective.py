@@ -25,6 +25,15 @@ from .targets import TargetEstimator
 LOSS_MODES = ("both", "fm", "task")
 
 
+def objective_signature(cfg) -> dict:
+    """The settings of a flow config (``loss``, ``target``, gate ``a``/``b``, ``best_of_r``) that change what a
+    trained flow *is*: part of its checkpoint signature, so resuming with a changed objective is refused."""
+    sig = {"loss": cfg.loss, "target": cfg.target, "gate_a": float(cfg.gate_a), "gate_b": float(cfg.gate_b)}
+    if cfg.target == "best-of-r":
+        sig["best_of_r"] = int(cfg.best_of_r)
+    return sig
+
+
 class FlowTaskObjective(nn.Module):
     """Holds every trainable piece of flow training (velocity net + Kendall log-variances)."""
 

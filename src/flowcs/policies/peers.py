@@ -145,12 +145,11 @@ def peer_signature(experiment: str, name: str, operator: Operator, budget, cfg, 
             "noisy": noisy, "task": task_fingerprint, **shape}
 
 
-def ads_signature(experiment: str, operator: Operator, cfg: ADSConfig, shift: float, scale: float,
-                  task_fingerprint: str) -> dict:
-    """What ADS's image prior depends on (never the task: the prior never sees it)."""
+def ads_signature(experiment: str, operator: Operator, cfg: ADSConfig, shift: float, scale: float) -> dict:
+    """What ADS's image prior depends on: never the task (the prior never sees it), so a new task model reuses it."""
     return {"experiment": experiment, "peer": "ads-prior", "image_shape": list(operator.image_shape),
             "widths": list(cfg.widths), "time_dim": cfg.time_dim, "shift": round(shift, 6), "scale": round(scale, 6),
-            "loop": _loop_key(cfg.loop), "task": task_fingerprint}
+            "loop": _loop_key(cfg.loop)}
 
 
 def trained_note(name: str, per_budget: bool | None, n_budgets: int, rates: tuple[float, float], pixel: bool) -> str:

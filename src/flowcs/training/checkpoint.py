@@ -29,7 +29,9 @@ def load_checkpoint(path: str | Path, kind: str | None = None, signature: dict |
         raise CheckpointError(f"{path}: checkpoint holds a {ckpt.get('kind')!r} model, expected {kind!r}")
     if signature is not None:
         theirs = ckpt.get("signature", {})
-        diffs = [f"{k}={theirs.get(k)!r} (expected {v!r})" for k, v in signature.items() if theirs.get(k) != v]
+        diffs = [f"{k}={theirs[k]!r} (expected {v!r})" if k in theirs
+                 else f"{k} not recorded (the checkpoint predates this setting; expected {v!r})"
+                 for k, v in signature.items() if theirs.get(k) != v]
         if diffs:
             raise CheckpointError(f"{path}: checkpoint does not match the configuration: {', '.join(diffs)}")
     return ckpt

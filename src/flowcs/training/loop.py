@@ -145,6 +145,10 @@ def fit(
             global_step = int(ckpt["global_step"])
             if dist.is_main:
                 print(f"[{name}] resumed from {path} at step {global_step}/{total}", file=sys.stderr)
+        elif dist.is_main:
+            why = "none is loadable" if ckpt_path.exists() or prev_path.exists() else "there is none"
+            print(f"[{name}] --resume: no usable checkpoint in {out_dir} ({why}); training this stage from the "
+                  f"start", file=sys.stderr)
     if global_step >= total:
         return _read_last_log(log_path)
 

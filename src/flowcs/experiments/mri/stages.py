@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ...data.mri_files import ImageSet
 from ...flow.model import FlowModel, FrozenEncoder
 from ...flow.nets.mlp import MRIVelocityMLP
-from ...flow.objective import FlowTaskObjective
+from ...flow.objective import FlowTaskObjective, objective_signature
 from ...flow.policy import FlowPolicy
 from ...flow.targets import TargetEstimator
 from ...io import torch_load_safe, torch_save
@@ -63,7 +63,7 @@ def signature(ctx: RunContext, stage: str) -> dict:
                 "acceleration": c.mri.acceleration, "lf_fraction": c.mri.lf_fraction}
     return {**base, "acceleration": c.mri.acceleration, "lf_fraction": c.mri.lf_fraction, "hidden": c.flow.hidden,
             "layers": c.flow.layers, "time_dim": c.flow.time_dim, "encoder_widths": list(c.encoder.widths),
-            "encoder_bottleneck": c.encoder.bottleneck}
+            "encoder_bottleneck": c.encoder.bottleneck, **objective_signature(c.flow)}
 
 
 def _load(ctx: RunContext, stage: str, module: nn.Module, prefix: str = "model.") -> nn.Module:
