@@ -67,7 +67,8 @@ def enospc(*_a, **_k):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    """A tiny MNIST folder (768 train / 256 test random digits; un-gzipped names, so no md5 check)."""
+    """A tiny MNIST folder (768 train / 256 test random digits; un-gzipped names, so no md5 check); runs on it
+    hold 128 of the 768 out for validation (``SMALL_VAL``)."""
     root = tmp_path_factory.mktemp("data")
     mnist = root / "mnist"
     mnist.mkdir()
@@ -505,7 +506,8 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_old_checkpoint(tmp_path):
     assert found is not None and found[0] == path  # a stale temporary sibling is never picked
 
 
-UNET = ["--set", "unet.loop.steps_per_epoch=12", "--set", "unet.loop.checkpoint_every=2"]  # 768 images: 12 steps
+SMALL_VAL = ["--set", "data.val_size=128"]  # the default 5,000 does not fit in 768 images
+UNET = ["--set", "unet.loop.steps_per_epoch=10", "--set", "unet.loop.checkpoint_every=2", *SMALL_VAL]
 
 
 def flowcs(*args, data_root: Path, popen: bool = False):
@@ -549,12 +551,12 @@ def test_cli_sigterm_then_sigkill_then_resume_matches_an_uninterrupted_run(unet_
     code, err = kill_when(train_unet(run, data_root, popen=True), cur.exists, signal.SIGTERM)
     line = one_line_error(err)
     assert code == 130, err[-3000:]
-    m = re.fullmatch(rf"flowcs: error: unet: stopped by signal 15 at step (\d+)/12; checkpoint saved to "
+    m = re.fullmatch(rf"flowcs: error: unet: stopped by signal 15 at step (\d+)/10; checkpoint saved to "
                      rf"{re.escape(str(cur))} \(rerun with --resume to continue\)", line)
     assert m, line
     step = int(m.group(1))
     ckpt = load_checkpoint(cur, "unet")
-    assert ckpt["global_step"] == step < 12 and not ckpt["done"]
+    assert ckpt["global_step"] == step < 10 and not ckpt["done"]
     assert yaml.safe_load((run / "config.yaml").read_text())["unet"]["loop"]["checkpoint_every"] == 2
     # 2. --resume, SIGKILLed as soon as it starts its next checkpoint (unet.pt has just become unet.prev.pt):
     #    no message is possible; the newest complete checkpoint is intact, whichever file holds it
@@ -562,19 +564,19 @@ def test_cli_sigterm_then_sigkill_then_resume_matches_an_uninterrupted_run(unet_
     code, err = kill_when(train_unet(run, data_root, "--resume", popen=True),
                           lambda: prev.exists() and prev.stat().st_ino == inode, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert f"[unet] resumed from {cur} at step {step}/12" in err
+    assert f"[unet] resumed from {cur} at step {step}/10" in err
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing on disk is corrupt
         path, ckpt = newest_valid([cur, prev], "unet")
-    assert step <= ckpt["global_step"] < 12 and not ckpt["done"]
+    assert step <= ckpt["global_step"] < 10 and not ckpt["done"]
     json.loads((run / "data_sources.json").read_text())
     yaml.safe_load((run / "config.yaml").read_text())
     # 3. --resume again: the same final weights as a run that was never interrupted
     proc = train_unet(run, data_root, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"[unet] resumed from {path} at step {ckpt['global_step']}/12" in proc.stderr
+    assert f"[unet] resumed from {path} at step {ckpt['global_step']}/10" in proc.stderr
     final = load_checkpoint(cur, "unet")
-    assert final["done"] and final["global_step"] == 12
+    assert final["done"] and final["global_step"] == 10
     assert same_weights(final, unet_reference)
 
 
@@ -595,7 +597,7 @@ def test_malicious_checkpoint_is_refused_by_the_cli_and_never_runs(data_root, tm
     torch.save({"format": "flowcs-checkpoint-1", "kind": "classifier", "signature": {}, "done": True,
                 "model": _Evil(marker)}, run / "classifier.pt")
     code = main(["evaluate", "mnist-classify", "--smoke", "--device", "cpu", "--run-dir", str(run),
-                 "--data", str(data_root)])
+                 "--data", str(data_root), *SMALL_VAL])
     line = one_line_error(capsys.readouterr().err)
     assert code == 1 and not marker.exists()
     assert line.startswith(f"flowcs: error: {run / 'classifier.pt'}: refused to load: the file contains objects "
@@ -604,7 +606,7 @@ def test_malicious_checkpoint_is_refused_by_the_cli_and_never_runs(data_root, tm
     # --resume skips it with a warning (never unpickling it) and trains from scratch
     with pytest.warns(UserWarning, match="skipping unusable checkpoint: .*refused to load"):
         code = main(["train", "mnist-classify", "--smoke", "--stage", "classifier", "--resume", "--device", "cpu",
-                     "--run-dir", str(run), "--data", str(data_root)])
+                     "--run-dir", str(run), "--data", str(data_root), *SMALL_VAL])
     assert code == 0 and not marker.exists()
     assert load_checkpoint(run / "classifier.pt", "classifier")["done"]
 

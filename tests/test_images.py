@@ -251,7 +251,11 @@ def test_shared_10k_split_by_id_and_fixed_subset(tmp_path, monkeypatch):
     idx = fixed_subset(test.names)
     assert idx.tolist() == list(range(100))
     assert fixed_subset(list(reversed(test.names)), 3).tolist() == [997, 998, 999]
-    with pytest.raises(ConfigError, match="splits 'train' and 'test'"):
-        load_faces(SHARED, "val")
+    val = load_faces(SHARED, "val", image_size=16)
+    assert len(val) == 500 and val.names[0] == "008501.jpg" and val.names[-1] == "009000.jpg"
+    assert set(val.names).isdisjoint(test.names)
+    assert load_faces(SHARED, "train", image_size=16).names[-1] == "008500.jpg"  # validation held out of train
+    with pytest.raises(ConfigError, match="splits 'train', 'val' and 'test'"):
+        load_faces(SHARED, "validation")
     with pytest.raises(DataError, match="face archive not found"):
         load_faces(tmp_path, "test")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from flowcs.errors import ConfigError
+from flowcs.masks import split_budget
 from flowcs.operators import KSpaceLineOperator, PixelOperator
 from flowcs.policies import (
     ADPSNet,
@@ -24,7 +25,6 @@ from flowcs.policies import (
     observer,
     rescale_probabilities,
 )
-from flowcs.policies.adps import split_budget
 from flowcs.policies.ads import FlowPriorObjective, round_sizes
 from flowcs.policies.training import full_measurement
 from flowcs.tasks.base import ClassificationTask

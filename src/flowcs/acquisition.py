@@ -102,10 +102,17 @@ class UNetInput(Condition):
 
 
 class Magnitude(Condition):
-    """Magnitude of a complex (two-channel) zero-filled image, (B, 1, H, W)."""
+    """Magnitude of a complex (two-channel) zero-filled image, (B, 1, H, W); average-pooled by ``pool`` (the
+    low-frequency condition carries no more detail than a small image, so it can be encoded at that size)."""
+
+    def __init__(self, pool: int = 1):
+        if pool < 1:
+            raise ValueError(f"pool must be >= 1, got {pool}")
+        self.pool = int(pool)
 
     def __call__(self, operator, zero_filled, acquired):
-        return complex_abs(zero_filled)
+        mag = complex_abs(zero_filled)
+        return mag if self.pool == 1 else torch.nn.functional.avg_pool2d(mag, self.pool, ceil_mode=True)
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: subcommands implemented next to the code they drive: module with add_parser(subparsers) and run(args)
 PLUGIN_MODULES = {"mri": "flowcs.experiments.mri_mask", "compare": "flowcs.experiments.compare",
-                  "bench": "flowcs.bench", "export": "flowcs.export", "report": "flowcs.report"}
+                  "bench": "flowcs.bench", "export": "flowcs.export", "report": "flowcs.report",
+                  "reproduce": "flowcs.reproduce"}
 
 
 def _plugins() -> dict:

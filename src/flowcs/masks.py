@@ -46,6 +46,17 @@ def check_budget(budget: int, n_locations: int, acquired: int = 0) -> int:
     return budget
 
 
+def split_budget(k: int, steps: int) -> list[int]:
+    """``k`` locations in at most ``steps`` acquisition rounds, sizes differing by at most one (larger first)."""
+    if steps < 1:
+        raise ConfigError(f"the number of acquisition rounds must be >= 1, got {steps}")
+    if k <= 0:
+        return []
+    steps = min(steps, k)
+    base, extra = divmod(k, steps)
+    return [base + (1 if i < extra else 0) for i in range(steps)]
+
+
 def _acquired_or_empty(scores: torch.Tensor, acquired: torch.Tensor | None) -> torch.Tensor:
     if acquired is None:
         return torch.zeros_like(scores, dtype=torch.bool)

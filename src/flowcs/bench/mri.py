@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import torch
 from .. import export as E
 from ..experiments import get_experiment
 from ..experiments.context import load_run
-from ..operators.fft import complex_abs
 from ..rng import derive
+from .quality import quality_table
 from .serve import serving_rss
+from .serving import components, latency_table, serving_forms, throughput_table
 from .timing import load_average, percentiles, time_calls
 
 __all__ = ["bench_run", "bench_image_run"]
@@ -25,177 +25,82 @@ def mix_seed(*parts: int) -> torch.Generator:
 
 
 def bench_run(run_dir: str | Path, args, log=print) -> dict:
-    """Every measurement of one MRI run directory (see the module doc)."""
+    """Every measurement of one MRI run directory (see :mod:`flowcs.bench`)."""
     run_dir = Path(run_dir)
     ctx = load_run(run_dir, args.device, args.data, experiments=("mri-4x", "mri-8x"))
     dev = ctx.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     c = ctx.cfg
     exp = get_experiment(ctx.experiment)
-    evaluation = exp.setup(ctx)
-    setup = evaluation.extras["geometry"]
-    split = evaluation.extras["split"]
-    op, k, size = setup.operator, setup.k, setup.size
+    setup = exp.setup(ctx, split="val")  # quality is judged on validation images, like every choice
+    geometry = setup.extras["geometry"]
+    op, k, size = geometry.operator, geometry.k, geometry.size
     policy = exp.flow_policy(ctx)
     policy.model.to(dev)
-    n_in = max(1, min(len(evaluation.test), max(args.quality_images, 8)))
-    x = evaluation.test.x[:n_in]  # normalised complex test images (B, 2, S, S)
-    acq1 = setup.acquired(1)
-    # the LF k-space of each test image, with the experiment's k-space noise (evaluation protocol)
+    n_in = max(1, min(len(setup.test), 8))
+    x = setup.test.x[:n_in]
+    acq1 = geometry.acquired(1)
+    # the LF k-space of each validation image, with the experiment's k-space noise (evaluation protocol)
     y_lf = torch.cat([op.measure(x[i:i + 1], acq1, noisy=True, generator=mix_seed(args.seed, 1, i))
-                      for i in range(n_in)])
-    y_dev, acq_dev = y_lf.to(dev), acq1.to(dev)
+                      for i in range(n_in)]).to(dev)
+    cond_fn, acq_dev = geometry.condition_fn(), acq1.to(dev)
     out: dict = {"experiment": ctx.experiment, "run_dir": str(run_dir), "image_size": [size, size], "columns": size,
-                 "lines": {"total": setup.total, "low_frequency": setup.n_lf, "policy": k},
-                 "flow": {"steps": policy.steps, "samples": policy.samples, "hidden": c.flow.hidden,
-                          "layers": c.flow.layers, "encoder_widths": list(c.encoder.widths),
-                          "encoder_bottleneck": c.encoder.bottleneck},
-                 "inputs": f"LF k-space of the first {n_in} {split} images (noise {c.mri.noise_pct:g}%), cycled"}
-    log(f"[{ctx.experiment}] {n_in} test k-spaces, {setup.n_lf} LF + {k} chosen of {size} lines; "
-        f"load {load_average()}")
-
-    # --- the exported policy, written and loaded back exactly as a server would
-    tmp = Path(tempfile.mkdtemp(prefix="flowcs-bench-"))
+                 "lines": {"total": geometry.total, "low_frequency": geometry.n_lf, "policy": k},
+                 "flow": {"steps": policy.steps, "samples": policy.samples, "rounds": policy.rounds,
+                          "hidden": c.flow.hidden, "layers": c.flow.layers, "encoder_pool": geometry.pool,
+                          "encoder_widths": list(c.encoder.widths), "encoder_bottleneck": c.encoder.bottleneck},
+                 "inputs": f"LF k-space of the first {n_in} validation images (noise {c.mri.noise_pct:g}%), cycled"}
+    log(f"[{ctx.experiment}] {n_in} k-spaces, {geometry.n_lf} LF + {k} chosen of {size} lines; load {load_average()}")
     t0 = time.perf_counter()
-    cfg = {"experiment": ctx.experiment, "run_dir": str(run_dir), "image_size": [size, size]}
-    E.export_policy(policy, setup.lf, k, tmp / "policy.pt", cfg)
-    exported = E.load_exported(tmp / "policy.pt", device=dev)
+    forms, tmp = serving_forms(policy, geometry, {"experiment": ctx.experiment, "run_dir": str(run_dir)}, dev)
     out["export_s"] = round(time.perf_counter() - t0, 2)
+    out["file_mb"] = {f.suffix[1:]: round(f.stat().st_size / 2**20, 2) for f in tmp.iterdir() if f.suffix in E.FORMATS}
     noises = [E.noise_for(1, policy.samples, size, seed=args.seed * 100_003 + i).to(dev) for i in range(64)]
 
-    def call_exported(i):
-        return exported.masks(y_dev[i % n_in:i % n_in + 1], noise=noises[i % 64])
-
-    def call_training(i):
+    def training_code(i):
         j = i % n_in
         with torch.inference_mode():
-            cond = complex_abs(op.zero_filled(y_dev[j:j + 1], acq_dev))
+            cond = cond_fn(op, op.zero_filled(y_lf[j:j + 1], acq_dev), acq_dev)
             return policy.propose(cond, k, acq_dev, torch.Generator().manual_seed(args.seed * 100_003 + i % 64))
 
-    # same masks? (same noise: FlowPolicy draws x0 from the seeded CPU generator exactly like noise_for)
-    same = sum(bool((call_exported(i).cpu() == call_training(i).cpu()).all()) for i in range(min(16, n_in * 2)))
-    out["exported_masks_equal_training_code"] = f"{same}/{min(16, n_in * 2)}"
-
-    # --- batch-1 latency: alternating blocks so that both see the same machine load
-    log(f"[{ctx.experiment}] batch-1 latency: {args.runs} exported + {args.baseline_runs} training-code calls")
-    call_exported(0)
-    call_training(0)
-    time_calls(call_exported, 0, args.warmup, sync)
-    time_calls(call_training, 0, max(2, args.warmup // 3), sync)
-    ew, ec, bw, bc = [], [], [], []
-    blocks = max(1, min(args.runs, args.baseline_runs, 10))
-    for b in range(blocks):
-        n_e = args.runs // blocks + (1 if b < args.runs % blocks else 0)
-        n_b = args.baseline_runs // blocks + (1 if b < args.baseline_runs % blocks else 0)
-        off_e, off_b = len(ew), len(bw)
-        w, cp = time_calls(lambda i, o=off_e: call_exported(o + i), n_e, 0, sync)
-        ew += w
-        ec += cp
-        w, cp = time_calls(lambda i, o=off_b: call_training(o + i), n_b, 0, sync)
-        bw += w
-        bc += cp
-    lat_e, lat_b = percentiles(ew), percentiles(bw)
-    lat_e["cpu_p50_ms"], lat_b["cpu_p50_ms"] = percentiles(ec)["p50_ms"], percentiles(bc)["p50_ms"]
-    out["latency_batch1"] = {"exported": lat_e, "training_code": lat_b,
-                             "speedup_p50": round(lat_b["p50_ms"] / lat_e["p50_ms"], 2),
-                             "load_during": load_average()}
-    log(f"[{ctx.experiment}] exported p50 {lat_e['p50_ms']:.1f} ms p99 {lat_e['p99_ms']:.1f} ms "
-        f"(cpu p50 {lat_e['cpu_p50_ms']:.1f}); training code p50 {lat_b['p50_ms']:.1f} ms")
-
-    # --- component profile of the exported pipeline (eager modules of the same generator)
-    gen = E.build_generator(policy, setup.lf, k).to(dev)
-    with torch.inference_mode():
-        y1 = y_dev[:1]
-        cond = gen.condition(y1)
-        feats = gen.features(cond)
-        scores = gen.integrate(feats, noises[0])
-        parts = {"zero_filled_condition": lambda i: gen.condition(y1), "encoder": lambda i: gen.features(cond),
-                 "euler_steps": lambda i: gen.integrate(feats, noises[0]), "topk": lambda i: gen.topk(scores)}
-        n_p = max(5, min(30, args.runs // 4))
-        comp = {name: time_calls(fn, n_p, 2, sync) for name, fn in parts.items()}
-        out["components_p50_ms"] = {name: percentiles(w)["p50_ms"] for name, (w, _) in comp.items()}
-        out["components_cpu_p50_ms"] = {name: percentiles(c)["p50_ms"] for name, (_, c) in comp.items()}
-
-    # --- throughput
-    tp = {}
-    for bs in [int(b) for b in str(args.batches).split(",") if b.strip()]:
-        yb = y_dev[torch.arange(bs) % n_in]
-        nb = E.noise_for(bs, policy.samples, size, seed=args.seed).to(dev)
-        exported.masks(yb, noise=nb)
-        reps, t0 = 0, time.perf_counter()
-        while reps < 2 or (time.perf_counter() - t0 < 2.0 and reps < 200):
-            exported.masks(yb, noise=nb)
-            if sync:
-                sync()
-            reps += 1
-        el = time.perf_counter() - t0
-        tp[str(bs)] = {"masks_per_s": round(bs * reps / el, 2), "ms_per_call": round(1000 * el / reps, 2),
-                       "calls": reps}
-    out["throughput_exported"] = tp
-    log(f"[{ctx.experiment}] throughput (masks/s): " + ", ".join(f"b{b} {v['masks_per_s']}" for b, v in tp.items()))
-
-    # --- Euler steps: speed and quality
-    out["steps"] = _steps_table(ctx, setup, evaluation, policy, x, args, dev, sync, log)
-
-    # --- peers in the same run
-    flow_ms = lat_e["p50_ms"]
-    out["peers"] = _peers(ctx, setup, x, args, dev, flow_ms, lat_b["p50_ms"], log)
-
-    # --- serving memory
+    # same masks as the training code? (same noise: FlowPolicy draws x0 from the seeded generator like noise_for)
+    agreement = {}
+    for name, fn in forms.items():
+        same = 0
+        for i in range(16):
+            mask, _ = fn(y_lf[i % n_in:i % n_in + 1], noises[i])
+            same += int(bool((mask.cpu() == training_code(i).cpu()).all()))
+        agreement[name] = f"{same}/16"
+    out["masks_equal_training_code"] = agreement
+    calls = {name: (lambda i, f=fn: f(y_lf[i % n_in:i % n_in + 1], noises[i % 64])) for name, fn in forms.items()}
+    calls["training_code"] = training_code
+    log(f"[{ctx.experiment}] batch-1 latency: {args.runs} calls per runtime, {args.baseline_runs} training code")
+    out["latency_batch1"] = latency_table(calls, args.runs, args.baseline_runs, args.warmup, sync)
+    for name in forms:
+        p = out["latency_batch1"][name]
+        log(f"[{ctx.experiment}]   {name}: p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms")
+    batches = [int(b) for b in str(args.batches).split(",") if b.strip()]
+    out["throughput"] = throughput_table(forms, y_lf, policy.samples, batches, sync)
+    out["components"] = components(policy, geometry, y_lf[:1], noises[0], max(5, min(30, args.runs // 4)), sync)
+    if args.quality_images:
+        setup.test = setup.test.head(args.quality_images)
+        steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
+        samples = [int(s) for s in str(args.samples).split(",") if s.strip()]
+        out["quality"] = quality_table(exp, ctx, setup, policy, steps, samples, args.quality_seeds,
+                                       c.eval.batch_size)
+    best = min(forms, key=lambda n: out["latency_batch1"][n]["p50_ms"])
+    out["serving_runtime"] = {"fastest_batch1": best, "note": "shipped formats: pt2 (torch.export) and onnx "
+                              "(ONNX Runtime); torchscript and eager are measured for comparison only"}
+    flow_ms = out["latency_batch1"]["pt2"]["p50_ms"]
+    out["peers"] = _peers(ctx, geometry, x, args, dev, flow_ms, out["latency_batch1"]["training_code"]["p50_ms"], log)
     if not args.no_rss:
-        out["serving_rss"] = serving_rss(tmp / "policy.pt", min(200, max(20, args.runs)), args.threads,
-                                         str(dev), run_dir)
+        out["serving_rss"] = serving_rss(tmp / "policy.pt2", min(200, max(20, args.runs)), args.threads, str(dev),
+                                         run_dir)
         log(f"[{ctx.experiment}] serving peak RSS: {out['serving_rss']}")
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()
     return out
-
-
-def _steps_table(ctx, setup, evaluation, policy, x, args, dev, sync, log) -> dict:
-    """Latency and mask quality (the run's MoDL and metrics) of the exported policy per Euler step count."""
-    steps_list = [int(s) for s in str(args.steps).split(",") if s.strip()]
-    n_q = min(args.quality_images, x.shape[0])
-    task = evaluation.task
-    op, k, size = setup.operator, setup.k, setup.size
-    acq = setup.acquired(n_q, dev) if n_q else None
-    xq = x[:n_q].to(dev)
-    seeds = 2 if n_q else 0
-    table: dict = {}
-    masks_at: dict[int, list[torch.Tensor]] = {}
-    for s in steps_list:
-        gen = E.script(E.build_generator(policy, setup.lf, k, steps=s).to(dev))
-        noise1 = E.noise_for(1, policy.samples, size, seed=args.seed).to(dev)
-        y1 = op.measure(x[:1], setup.acquired(1), noisy=False).to(dev)
-        with torch.inference_mode():
-            wall, cpu = time_calls(lambda i, g=gen, a=y1, b=noise1: g(a, b), max(10, args.runs // 4), 3, sync)
-        row = {"latency_batch1": {**percentiles(wall), "cpu_p50_ms": percentiles(cpu)["p50_ms"]}}
-        if n_q:
-            vals: dict[str, list[float]] = {"ssim": [], "psnr": []}
-            masks_at[s] = []
-            for r in range(seeds):
-                y = op.measure(xq, acq, noisy=True, generator=mix_seed(args.seed, 7, r))
-                noise = E.noise_for(n_q, policy.samples, size, seed=args.seed * 1009 + r).to(dev)
-                with torch.inference_mode():
-                    mask = gen(y, noise)
-                masks_at[s].append(mask.cpu())
-                yf = op.measure(xq, mask, noisy=True, generator=mix_seed(args.seed, 8, r))
-                with torch.inference_mode():
-                    pred = task.predict(op.zero_filled(yf, mask), op.mask_to_image(mask))
-                tgt, rows = evaluation.test.y[:n_q].to(dev), torch.arange(n_q)
-                vals["ssim"] += evaluation.metrics["ssim"](pred, tgt, rows).tolist()
-                vals["psnr"] += evaluation.metrics["psnr"](pred, tgt, rows).tolist()
-            row["ssim_mean"] = round(sum(vals["ssim"]) / len(vals["ssim"]), 4)
-            row["psnr_mean"] = round(sum(vals["psnr"]) / len(vals["psnr"]), 3)
-            row["quality_images"], row["quality_draws"] = n_q, seeds
-        table[str(s)] = row
-        log(f"[{ctx.experiment}] {s} Euler steps: p50 {row['latency_batch1']['p50_ms']:.1f} ms"
-            + (f", SSIM {row['ssim_mean']:.4f}" if n_q else ""))
-    ref = max(masks_at) if masks_at else None
-    for s in masks_at:
-        same = sum(int((a == b).all(dim=1).sum()) for a, b in zip(masks_at[s], masks_at[ref]))
-        table[str(s)][f"masks_equal_to_{ref}_steps"] = f"{same}/{n_q * seeds}"
-    return table
 
 
 def _peers(ctx, setup, x, args, dev, flow_ms: float, flow_training_ms: float, log) -> dict:

@@ -64,7 +64,7 @@ def _serve_training_code(run_dir: str, n: int) -> dict:
     acq = geometry.acquired(1)
     for i in range(n):
         with torch.inference_mode():
-            cond = geometry.operator.zero_filled(k, acq).pow(2).sum(1, keepdim=True).sqrt()
+            cond = geometry.condition_fn()(geometry.operator, geometry.operator.zero_filled(k, acq), acq)
             policy.propose(cond, geometry.k, acq, torch.Generator().manual_seed(i))
     return {"masks": n}
 

@@ -8,7 +8,8 @@ that travels with every number computed on it):
   (178×178), then resize to ``image_size`` (128 for the paper's protocol).
 * ``shared-10k`` — ``<data_root>/faces_celeba_10k/celeba_10k_89x109_jpeg.npz``: CelebA ids 000001–010000 at
   half resolution (89×109) as the original JPEG bytes. Decoded here, central 89×89 crop, resize to
-  ``image_size`` (64: no upsampling). Split by image id: 000001–009000 train, 009001–010000 test (all of
+  ``image_size`` (64: no upsampling). Split by image id: 000001–008500 train, 008501–009000 validation,
+  009001–010000 test (all of
   these ids belong to the official *train* partition, which is why the split is ours).
 
 Decoded arrays are cached under the user cache dir (never next to the read-only source), keyed by the
@@ -33,7 +34,8 @@ from .root import user_cache_dir
 
 SHARED_DIR = "faces_celeba_10k"
 SHARED_NPZ = "celeba_10k_89x109_jpeg.npz"
-SHARED_TRAIN = 9000  # ids 000001-009000 train, the rest test
+SHARED_TRAIN = 9000  # ids 000001-009000 for training and validation, the rest test
+SHARED_VAL = 500  # the last 500 of those (008501-009000) are the validation split
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_PARTITION = "list_eval_partition.txt"
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
@@ -136,11 +138,19 @@ def decode_jpeg_npz(path: str | os.PathLike, image_size: int, resample: str = "b
     return out, [names[i] for i in chosen]
 
 
+def _shared_split(image_id: int) -> str:
+    if image_id > SHARED_TRAIN:
+        return "test"
+    return "val" if image_id > SHARED_TRAIN - SHARED_VAL else "train"
+
+
 def load_shared_10k(data_root: str | os.PathLike, split: str, image_size: int = 64,
                     cache_dir: Path | None = None, resample: str = "bicubic") -> FaceSplit:
-    """The 10k half-resolution CelebA faces (see module docstring); ``split`` is ``train`` or ``test``."""
-    if split not in ("train", "test"):
-        raise ConfigError(f"the shared 10k face set has splits 'train' and 'test' (by image id), not {split!r}")
+    """The 10k half-resolution CelebA faces (see module docstring); ``split`` is ``train`` (ids up to 8,500),
+    ``val`` (8,501-9,000) or ``test`` (9,001-10,000)."""
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"the shared 10k face set has splits 'train', 'val' and 'test' (by image id), not "
+                          f"{split!r}")
     path = Path(data_root) / SHARED_DIR / SHARED_NPZ
     if not path.is_file():
         raise DataError(f"{path}: face archive not found (expected the shared CelebA 10k set; "
@@ -148,7 +158,7 @@ def load_shared_10k(data_root: str | os.PathLike, split: str, image_size: int = 
     key = f"celeba10k-{_sha256(path)[:16]}-{image_size}-{resample}"
     images, names = _cached(cache_dir, key, lambda: decode_jpeg_npz(path, image_size, resample))
     ids = [int(Path(n).stem) for n in names]
-    keep = [i for i, v in enumerate(ids) if (v <= SHARED_TRAIN) == (split == "train")]
+    keep = [i for i, v in enumerate(ids) if _shared_split(v) == split]
     if not keep:
         raise DataError(f"{path}: no images in the {split} split (ids {min(ids)}-{max(ids)})")
     scale = "upsampled" if image_size > 89 else "resized"

@@ -214,6 +214,25 @@ def train_val_split(n: int, val_size: int = 5000, seed: int = 0) -> tuple[torch.
     return train_idx, val_idx
 
 
+def load_mnist_split(folder: str | os.PathLike, split: str, val_size: int = 5000,
+                     verify_checksum: bool = True) -> MnistSplit:
+    """``train``, ``val`` or ``test``: the validation images are held out of the official training set.
+
+    ``val`` = ``val_size`` images chosen by :func:`train_val_split` (seed 0, sorted), ``train`` = the rest, so the
+    two never share an image; ``test`` is the official test set, untouched.
+    """
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"MNIST split must be 'train', 'val' or 'test', got {split!r}")
+    if split == "test":
+        return load_mnist(folder, "test", verify_checksum)
+    full = load_mnist(folder, "train", verify_checksum)
+    train_idx, val_idx = train_val_split(len(full), val_size)
+    idx = train_idx if split == "train" else val_idx
+    return MnistSplit(full.images[idx], full.labels[idx],
+                      f"{full.source}; {split}: {len(idx)} of the {len(full)} training images "
+                      f"(validation = {val_size} held out by a seeded permutation)")
+
+
 def pad_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last two dims centrally to ``size`` x ``size`` (28 -> 32 adds 2 px per side).
 

@@ -14,7 +14,7 @@ import torch
 
 from ..metrics import summarize
 
-__all__ = ["Results", "Timing", "seed_row", "image_row"]
+__all__ = ["Results", "Timing", "seed_row", "image_row", "mean_pairwise_iou"]
 
 
 @dataclass
@@ -81,6 +81,21 @@ def seed_row(per_seed: list[dict], name: str, budgets: Sequence[int], indices: t
         stds.append(float(seed_means.std(unbiased=False)) if len(per_seed) > 1 else 0.0)
         ci.append(list(summarize(torch.cat([values(run, b) for run in per_seed]))["ci95"]))
     return {"mean": means, "std": stds, "ci95_pooled": ci, "n": int(values(per_seed[0], budgets[0]).numel())}
+
+
+def mean_pairwise_iou(masks: torch.Tensor) -> float:
+    """Adaptivity of a policy as one number: the mean intersection-over-union of the locations it chose for
+    different samples (``masks``: (n, N) bool, new locations only). 1.0 = the same mask for every sample (a fixed
+    policy); uniformly random k of N locations give about k / (2N − k)."""
+    m = masks.double()
+    n = m.shape[0]
+    if n < 2:
+        raise ValueError("the pairwise IoU needs at least two masks")
+    inter = m @ m.T
+    size = m.sum(1)
+    union = size[:, None] + size[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+    return float((iou.sum() - iou.diagonal().sum()) / (n * (n - 1)))
 
 
 def image_row(values: torch.Tensor) -> dict:

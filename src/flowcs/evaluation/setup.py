@@ -35,6 +35,7 @@ class Split:
     names: list[str] | None = None  # per-sample names (MRI: image names)
     volumes: list[str] | None = None  # per-sample volume (MRI), for per-volume statistics
     source: Any = None  # description for the results files
+    split: str = "test"  # which split these samples are ("val" for choices, "test" for reported results)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -45,7 +46,7 @@ class Split:
             return self
         cut = slice(0, n)
         return Split(self.x[cut], self.y[cut], self.names[cut] if self.names else None,
-                     self.volumes[cut] if self.volumes else None, self.source)
+                     self.volumes[cut] if self.volumes else None, self.source, self.split)
 
 
 @dataclass

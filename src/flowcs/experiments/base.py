@@ -69,6 +69,10 @@ class Experiment:
         """
         raise ConfigError(f"experiment {self.name!r} provides no setup() (compare, bench and export need one)")
 
+    def training_sample(self, ctx: RunContext, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of the first ``n`` training images, as the task's loss sees them (no augmentation)."""
+        raise ConfigError(f"experiment {self.name!r} provides no training_sample()")
+
     def flow_policy(self, ctx: RunContext) -> Policy:
         """The trained flow policy of the run."""
         raise ConfigError(f"experiment {self.name!r} has no flow policy")

@@ -17,18 +17,19 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..acquisition import RandomFirst, UNetInput
-from ..data import load_mnist
+from ..acquisition import Acquisition, RandomFirst, UNetInput
+from ..data import load_mnist_split
 from ..errors import ConfigError, FlowcsError
 from ..evaluation import figures
 from ..evaluation.loop import evaluate
 from ..evaluation.setup import Setup, Split, TrainData
 from ..evaluation.tables import metrics_payload, write_results
-from ..flow.objective import objective_signature
+from ..flow.objective import check_flow_settings, objective_signature
 from ..flow.policy import FlowPolicy
-from ..masks import check_rate, rate_to_budget, sample_budgets
+from ..masks import check_rate, rate_to_budget
 from ..metrics import accuracy
 from ..operators.pixel import PixelOperator
+from ..rng import rand_rows
 from ..tasks.base import ClassificationTask, ReconstructionTask
 from ..tasks.classifier import MLPClassifier
 from ..tasks.unet import ReconUNet
@@ -48,7 +49,7 @@ from .pixel import (
     build_flow_model,
     build_flow_objective,
     check_rate_range,
-    first_measurement,
+    check_split,
     flow_batch_fn,
     load_flow_policy,
 )
@@ -60,6 +61,8 @@ OPERATOR = PixelOperator(1, 28, 28)
 @dataclass
 class DataConfig:
     train_subset: int | None = None  # use only the first n training images (smoke runs)
+    val_size: int = 5000  # validation images held out of the official training set (never trained on)
+    val_subset: int | None = None  # evaluate on the first n validation images
     test_subset: int | None = None  # evaluate on the first n test images
     verify_checksum: bool = True  # md5-check official .gz files
 
@@ -95,6 +98,7 @@ def _default_flow() -> FlowTrainConfig:
 
 @dataclass
 class EvalConfig:
+    split: str = "test"  # "val" for every choice (pilots, sweeps); "test" once per committed result
     rates: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0, 8.0])
     seeds: int = 1  # the flow's 20 Euler steps dominate: 1 seed on 10k images + bootstrap intervals on a 2-core CPU
     batch_size: int = 500
@@ -120,7 +124,7 @@ class Config:
 
 
 SMOKE = {
-    "data": {"train_subset": 2048, "test_subset": 512},
+    "data": {"train_subset": 2048, "val_subset": 256, "test_subset": 512},
     "classifier": {"loop": {"epochs": 4, "batch_size": 64}},
     "classifier_full": {"loop": {"epochs": 1, "batch_size": 64}},
     "unet": {"widths": [8, 16, 32], "bottleneck": 32, "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 10}},
@@ -128,8 +132,8 @@ SMOKE = {
              "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 12}},
     "classifier_ft": {"images": 512, "loop": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 5}},
     "eval": {"seeds": 2, "batch_size": 256, "rates": [1.0, 4.0, 8.0]},
-    "ablation": {"gates": [[1, 1], [30, 1]], "losses": ["fm", "both"], "rates": [4.0],
-                 "loop": {"steps_per_epoch": 3, "batch_size": 32}, "test_subset": 256},
+    "ablation": {"gates": [[30, 1]], "rounds": [1, 2], "targets": ["saliency", "self"], "losses": ["task"],
+                 "rates": [4.0], "loop": {"steps_per_epoch": 3, "batch_size": 32}, "val_images": 128},
     "compare": SMOKE_PIXEL,
 }
 
@@ -142,20 +146,22 @@ def make_unet(cfg: UNetConfig) -> ReconUNet:
     return ReconUNet(2, 1, cfg.widths, cfg.bottleneck)
 
 
-class PolicyMaskObjective(torch.nn.Module):
-    """Fine-tunes a classifier on precomputed policy scores: mask = acquired ∪ top-k(scores), k random per sample."""
+#: budgets (of the fine-tuning rate range) at which the flow's masks are precomputed for the classifier-ft stage
+FT_BUDGETS = 8
 
-    def __init__(self, task: ClassificationTask, rate_min: float, rate_max: float):
+
+class PolicyMaskObjective(torch.nn.Module):
+    """Fine-tunes a classifier on precomputed policy masks (``masks``: (B, G, N), one per budget of a grid):
+    each sample reads one of its G masks, chosen at random."""
+
+    def __init__(self, task: ClassificationTask):
         super().__init__()
         self.model, self.task = task.model, task
-        self.rate_min, self.rate_max = rate_min, rate_max
 
-    def forward(self, x, y, acquired, scores, generator=None) -> dict:
-        n = OPERATOR.n_locations
-        ks = sample_budgets(x.shape[0], n, self.rate_min, self.rate_max, generator).to(x.device)
-        order = scores.float().masked_fill(acquired, float("-inf")).argsort(dim=1, descending=True, stable=True)
-        ranks = order.argsort(dim=1)
-        mask = acquired | (ranks < ks[:, None])
+    def forward(self, x, y, masks, generator=None) -> dict:
+        g = masks.shape[1]
+        pick = (rand_rows(x.shape[0], generator=generator) * g).long().clamp_max(g - 1).to(x.device)
+        mask = masks[torch.arange(x.shape[0], device=x.device), pick]
         pred = self.task.predict(OPERATOR.measure(x, mask), None)
         loss = self.task.loss(pred, y)
         return {"loss": loss, "accuracy": self.task.score(pred.detach(), y).float().mean()}
@@ -177,13 +183,16 @@ class MNISTClassify(PixelExperiment):
             raise ConfigError(f"flow.first_samples must be in [0, 784), got {cfg.flow.first_samples}")
         if cfg.eval.seeds < 1:
             raise ConfigError("eval.seeds must be at least 1")
+        check_split(cfg.eval.split)
+        check_flow_settings(cfg.flow)
         cfg.compare.validate()
 
     # ------------------------------------------------------------------ data & models
 
     def load_data(self, ctx: RunContext, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-        s = load_mnist(ctx.data_root / "mnist", split, ctx.cfg.data.verify_checksum)
-        subset = ctx.cfg.data.train_subset if split == "train" else ctx.cfg.data.test_subset
+        d = ctx.cfg.data
+        s = load_mnist_split(ctx.data_root / "mnist", split, d.val_size, d.verify_checksum)
+        subset = {"train": d.train_subset, "val": d.val_subset, "test": d.test_subset}[split]
         n = len(s) if subset is None else min(subset, len(s))
         return s.images[:n].float().div_(255.0).unsqueeze(1), s.labels[:n], s.source
 
@@ -196,6 +205,10 @@ class MNISTClassify(PixelExperiment):
             return {"experiment": NAME, "flow_widths": list(f.net.widths), "flow_bottleneck": f.net.bottleneck,
                     "unet_widths": list(c.unet.widths), **objective_signature(f)}
         return {"experiment": NAME, "model": "mlp-784-256-128-128-10"}
+
+    def training_sample(self, ctx: RunContext, n: int):
+        x, y, _ = self.load_data(ctx, "train")
+        return x[:n], y[:n]
 
     def trained_classifier(self, ctx: RunContext, stage: str = "classifier") -> ClassificationTask:
         return ClassificationTask(load_stage(ctx, stage, make_classifier(), self.signature(ctx, stage))).freeze()
@@ -241,43 +254,47 @@ class MNISTClassify(PixelExperiment):
         fit_stage(ctx, stage, obj, flow_cfg.loop, flow_batch_fn(x, y, OPERATOR, flow_cfg, ctx.device), x.shape[0],
                   self.signature(ctx, stage, flow_cfg))
 
-    def policy_scores(self, ctx: RunContext, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(acquired, scores) of the trained flow on ``x`` with a seeded first measurement, cached in the run."""
-        path = ctx.run_dir / "classifier-ft.scores.pt"
-        sig = {**self.signature(ctx, "flow"), "images": int(x.shape[0]), "seed": ctx.seed}
+    def policy_masks(self, ctx: RunContext, x: torch.Tensor) -> torch.Tensor:
+        """(B, G, N) masks of the trained flow on ``x`` (seeded first measurement) at G budgets spanning the
+        fine-tuning rate range; one-shot or sequential alike. Cached in the run directory."""
+        c = ctx.cfg.classifier_ft
+        n_loc = OPERATOR.n_locations
+        budgets = sorted({rate_to_budget(c.rate_min + (c.rate_max - c.rate_min) * i / (FT_BUDGETS - 1), n_loc)
+                          for i in range(FT_BUDGETS)})
+        path = ctx.run_dir / "classifier-ft.masks.pt"
+        sig = {**self.signature(ctx, "flow"), "images": int(x.shape[0]), "seed": ctx.seed, "budgets": budgets}
         if path.is_file():
             try:
-                ck = load_checkpoint(path, "flow-scores", sig)
-                return ck["acquired"], ck["scores"]
+                return load_checkpoint(path, "flow-masks", sig)["masks"]
             except FlowcsError:
                 pass  # stale or damaged cache: recompute
         flow = self.flow_policy(ctx)
         gen = torch.Generator().manual_seed(ctx.seed + 7919)
-        acq, sc = [], []
+        out = []
         bs = ctx.cfg.eval.batch_size
         for i in tqdm(range(0, x.shape[0], bs), desc="flow masks for fine-tuning", disable=not ctx.dist.is_main):
-            a, cond = first_measurement(OPERATOR, x[i:i + bs].to(ctx.device), ctx.cfg.flow.first_samples, gen)
-            acq.append(a.cpu())
-            sc.append(flow.scores(cond, a, gen).cpu())
-        acquired, scores = torch.cat(acq), torch.cat(sc)
+            acq = Acquisition.start(OPERATOR, x[i:i + bs].to(ctx.device), RandomFirst(ctx.cfg.flow.first_samples),
+                                    UNetInput(), gen)
+            masks = flow.propose_many(acq.condition(), budgets, acq.acquired, gen, observe=acq.observe)
+            out.append(torch.stack([masks[b] for b in budgets], dim=1).cpu())
+        masks = torch.cat(out)
         if ctx.dist.is_main:
-            save_checkpoint(path, "flow-scores", sig, {"acquired": acquired, "scores": scores})
-        return acquired, scores
+            save_checkpoint(path, "flow-masks", sig, {"masks": masks})
+        return masks
 
     def train_classifier_ft(self, ctx: RunContext, x, y) -> None:
         c = ctx.cfg.classifier_ft
         n = min(c.images, x.shape[0])
         x, y = x[:n], y[:n]
-        acquired, scores = self.policy_scores(ctx, x)
+        masks = self.policy_masks(ctx, x)
         task = self.trained_classifier(ctx)
         for p in task.model.parameters():
             p.requires_grad_(True)
-        obj = PolicyMaskObjective(task, c.rate_min, c.rate_max).to(ctx.device)
+        obj = PolicyMaskObjective(task).to(ctx.device)
 
         def batch_fn(idx, _gen):
             d = ctx.device
-            return {"x": x[idx].to(d), "y": y[idx].to(d), "acquired": acquired[idx].to(d),
-                    "scores": scores[idx].to(d)}
+            return {"x": x[idx].to(d), "y": y[idx].to(d), "masks": masks[idx].to(d)}
 
         fit_stage(ctx, "classifier-ft", obj, c.loop, batch_fn, n, self.signature(ctx, "classifier"))
 
@@ -286,7 +303,8 @@ class MNISTClassify(PixelExperiment):
     def setup(self, ctx: RunContext, split: str | None = None, train: bool = False) -> Setup:
         c = ctx.cfg
         task = self.trained_classifier(ctx)
-        x, y, source = self.load_data(ctx, "test")
+        split = split or c.eval.split
+        x, y, source = self.load_data(ctx, split)
         train_data = None
         if train:
             xtr, ytr, train_source = self.load_data(ctx, "train")
@@ -294,7 +312,8 @@ class MNISTClassify(PixelExperiment):
         k0 = c.flow.first_samples
         return Setup(
             experiment=NAME, operator=OPERATOR, task=task, first=RandomFirst(k0), condition=UNetInput(),
-            test=Split(x, y, source=source), budgets=[rate_to_budget(r, OPERATOR.n_locations) for r in c.eval.rates],
+            test=Split(x, y, source=source, split=split),
+            budgets=[rate_to_budget(r, OPERATOR.n_locations) for r in c.eval.rates],
             budget_values=list(c.eval.rates), budget_unit="percent",
             metrics={"accuracy": lambda pred, target, rows: accuracy(pred, target)}, primary="accuracy",
             higher_is_better=True, train=train_data, task_files=[ctx.checkpoint("classifier")],
@@ -305,7 +324,7 @@ class MNISTClassify(PixelExperiment):
         c = ctx.cfg
         setup = self.setup(ctx)
         x = setup.test.x
-        source = {"test": setup.test.source, **ctx.recorded_data_sources()}
+        source = {setup.test.split: setup.test.source, **ctx.recorded_data_sources()}
         entries = self.entries(ctx, setup)
         has_ft = ctx.checkpoint("classifier-ft").is_file()
         if has_ft:
@@ -330,7 +349,8 @@ class MNISTClassify(PixelExperiment):
         payload = metrics_payload(
             NAME, "accuracy", True, "percent", list(c.eval.rates), rows,
             budget_pixels=budgets, first_samples=k0, total_pixels=[b + k0 for b in budgets],
-            seeds=c.eval.seeds, test_images=int(x.shape[0]), data=source,
+            seeds=c.eval.seeds, test_images=int(x.shape[0]), split=setup.test.split, selected_on="val", data=source,
+            adaptivity=record.adaptivity_report(budgets),
             notes=("flow and random-same-total see the k0 random first-measurement pixels plus the policy budget "
                    "(total = budget + k0); random sees only the budget, as in the paper. Classifier trained on "
                    "random masks at 1-8 %, frozen for every policy; flow+ft: the same masks read by that classifier "

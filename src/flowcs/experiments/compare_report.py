@@ -50,7 +50,7 @@ def compare_payload(setup, cc, names: list[str], res: Results, n_ads: int, notes
         extra_metrics={m: rows_for(m) for m in metrics if m != setup.primary},
         budget_locations=budgets, first_locations=setup.first.count, first_measurement=_first_note(setup),
         total_locations=[b + setup.first.count for b in budgets],
-        seeds=n_seeds, test_images=n_test, protocol=setup.protocol,
+        seeds=n_seeds, test_images=n_test, split=setup.test.split, selected_on="val", protocol=setup.protocol,
         data={"train": setup.train.source if setup.train else None, "test": setup.test.source},
         trained_per_budget=notes,
         task={"checkpoints": [str(p) for p in setup.task_files], "fingerprint": task_fp, "frozen": True,

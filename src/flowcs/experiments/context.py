@@ -18,6 +18,7 @@ import torch
 
 from ..config import apply_overrides, from_dict, load_yaml, merge, to_dict
 from ..data import resolve_data_root
+from ..errors import ConfigError
 from ..io import write_json
 from ..runinfo import git_commit, resolve_device, run_metadata, seed_everything
 from ..training.distributed import DistInfo, init_distributed
@@ -82,7 +83,13 @@ def resolve_config(experiment, smoke: bool = False, run_config: Path | None = No
     if extra:
         raw = merge(raw, extra)
     raw = apply_overrides(raw, overrides or [])
-    cfg = from_dict(experiment.config_class, raw)
+    try:
+        cfg = from_dict(experiment.config_class, raw)
+    except ConfigError as exc:
+        if run_config is None:
+            raise
+        raise ConfigError(f"{exc} (the run's {run_config} was written by another version of flowcs: train the run "
+                          f"again, or remove the key from that file)") from None
     experiment.validate(cfg)
     return cfg, to_dict(cfg)
 

@@ -35,6 +35,7 @@ class DataConfig:
     path: str | None = None  # celeba: folder holding img_align_celeba/ (default <data root>/celeba)
     image_size: int = 64  # 128 for full-resolution CelebA (the paper's protocol)
     train_subset: int | None = None
+    val_subset: int | None = None  # shared-10k: 500 validation faces; celeba: the standard val partition
     test_subset: int | None = None  # celeba: the standard test partition has 19,962 images; limit it here
     fixed_subset: int = FIXED_TEST_SUBSET  # the lowest test ids, reported separately (paper: 100 images)
     cache: bool = True  # keep decoded arrays in the user cache dir
@@ -42,6 +43,7 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
+    split: str = "test"  # "val" for every choice (pilots, sweeps); "test" once per committed result
     budgets: list[float] = field(default_factory=lambda: list(PAPER_RATES))
     budget_unit: str = "percent"  # or "pixels"
     grid_budgets: list[float] = field(default_factory=lambda: [4.8828125, 19.53125, 48.828125])
@@ -86,7 +88,7 @@ class Config:
 
 
 SMOKE = {
-    "data": {"train_subset": 1024, "test_subset": 64, "fixed_subset": 32},
+    "data": {"train_subset": 1024, "val_subset": 64, "test_subset": 64, "fixed_subset": 32},
     "unet": {"widths": [8, 16, 32], "bottleneck": 32,
              "loop": {"epochs": 1, "batch_size": 32, "steps_per_epoch": 30, "log_every": 3}},
     "flow": {"first_samples": 10, "net": {"widths": [8, 16, 16], "bottleneck": 32}, "steps": 4,
@@ -115,7 +117,7 @@ class FacesRecon(ReconExperiment):
 
     def _faces(self, ctx: RunContext, split: str):
         d = ctx.cfg.data
-        limit = d.train_subset if split == "train" else d.test_subset
+        limit = {"train": d.train_subset, "val": d.val_subset, "test": d.test_subset}[split]
         return load_faces(ctx.data_root, split, d.source, d.image_size, d.path, limit, d.cache)
 
     def load_split(self, ctx: RunContext, split: str) -> tuple[torch.Tensor, str, list[str]]:
@@ -127,15 +129,20 @@ class FacesRecon(ReconExperiment):
         return f"fixed{n}", fixed_subset(test.names, n)
 
     def subsets(self, ctx: RunContext, test: Split) -> dict[str, torch.Tensor]:
+        if test.split != "test":  # the fixed subset is a set of test ids
+            return {}
         name, idx = self._fixed(ctx, test)
         return {name: idx}
 
     def protocol(self, ctx: RunContext, test: Split) -> str:
         c = ctx.cfg
-        name, fixed = self._fixed(ctx, test)
         s = c.data.image_size
-        return (f"{test.source}. One {s}x{s} mask per image shared by the 3 channels; pixel values in [0, 1], "
-                f"PSNR/SSIM with data range 1. '{name}': the {c.data.fixed_subset} lowest test ids "
+        text = (f"{test.source}. One {s}x{s} mask per image shared by the 3 channels; pixel values in [0, 1], "
+                f"PSNR/SSIM with data range 1.")
+        if test.split != "test":
+            return text
+        name, fixed = self._fixed(ctx, test)
+        return (f"{text} '{name}': the {c.data.fixed_subset} lowest test ids "
                 f"({test.names[int(fixed[0])]}-{test.names[int(fixed[-1])]}), reported under 'subsets'.")
 
     def extra_fields(self, ctx: RunContext, test: Split) -> dict:

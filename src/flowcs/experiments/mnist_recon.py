@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import load_mnist, pad_images
+from ..data import load_mnist_split, pad_images
 from ..errors import ConfigError
 from ..training.loop import LoopConfig
 from .compare_config import SMOKE_PIXEL, CompareConfig
@@ -26,11 +26,14 @@ MNIST_SIZE = 28
 class DataConfig:
     image_size: int = 32  # digits zero-padded centrally from 28x28 to image_size x image_size
     train_subset: int | None = None  # use only the first n training images
+    val_size: int = 5000  # validation images held out of the official training set (never trained on)
+    val_subset: int | None = 2000  # evaluate on the first n validation images
     test_subset: int | None = 2000  # evaluate on the first n test images
 
 
 @dataclass
 class EvalConfig:
+    split: str = "test"  # "val" for every choice (pilots, sweeps); "test" once per committed result
     budgets: list[float] = field(default_factory=lambda: [10, 20, 50, 100, 250, 500])
     budget_unit: str = "pixels"  # or "percent" (of image_size^2)
     grid_budgets: list[float] = field(default_factory=lambda: [20, 100, 500])  # figure; must be among budgets
@@ -75,7 +78,7 @@ class Config:
 
 
 SMOKE = {
-    "data": {"train_subset": 2048, "test_subset": 256},
+    "data": {"train_subset": 2048, "val_subset": 256, "test_subset": 256},
     "unet": {"widths": [8, 16, 32], "bottleneck": 32,
              "loop": {"epochs": 1, "batch_size": 32, "steps_per_epoch": 40, "log_every": 4}},
     "flow": {"net": {"widths": [8, 16, 16], "bottleneck": 32}, "steps": 4,
@@ -100,15 +103,18 @@ class MNISTRecon(ReconExperiment):
         super().validate(cfg)
 
     def load_split(self, ctx: RunContext, split: str) -> tuple[torch.Tensor, str, None]:
-        s = load_mnist(ctx.data_root / "mnist", split)
-        subset = ctx.cfg.data.train_subset if split == "train" else ctx.cfg.data.test_subset
+        d = ctx.cfg.data
+        s = load_mnist_split(ctx.data_root / "mnist", split, d.val_size)
+        subset = {"train": d.train_subset, "val": d.val_subset, "test": d.test_subset}[split]
         n = len(s) if subset is None else min(subset, len(s))
         return pad_images(s.images[:n], ctx.cfg.data.image_size).float().div_(255.0).unsqueeze(1), s.source, None
 
     def protocol(self, ctx: RunContext, test) -> str:
-        s = ctx.cfg.data.image_size
+        s, d = ctx.cfg.data.image_size, ctx.cfg.data
+        n = d.test_subset or 10000 if test.split == "test" else d.val_subset or d.val_size
         return (f"MNIST digits 28x28 zero-padded centrally to {s}x{s} ({(s - 28) // 2} px per side), pixel values "
-                f"in [0, 1]; standard 60k/10k split, first {ctx.cfg.data.test_subset or 10000} test images evaluated")
+                f"in [0, 1]; standard 60k/10k split with {d.val_size} validation images held out of the 60k, "
+                f"first {n} {test.split} images evaluated")
 
 
 EXPERIMENT = MNISTRecon()

@@ -68,7 +68,7 @@ def choose_lines(file: str | Path, run_dir: str | Path, acceleration: float | No
     images, slice_idx = read_volume_images(file, m.size, None if all_slices else SLICE_HALF_WIDTH)
     native_cols = _native_cols(file)
     setup = Geometry(m.size, KSpaceLineOperator(m.size, m.size, 0.0), low_frequency_band(m.size, m.lf_fraction),
-                     total, n_lf, k)
+                     total, n_lf, k, ctx.cfg.encoder.pool)
     if policy == "flow":
         pol = get_experiment(ctx.experiment).flow_policy(ctx)
     elif policy == "random":
@@ -85,7 +85,7 @@ def choose_lines(file: str | Path, run_dir: str | Path, acceleration: float | No
     acq = setup.acquired(x.shape[0], x.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        cond = lf_condition(setup.operator, x, acq, noisy=False)  # the file's own noise is real
+        cond = lf_condition(setup.operator, x, acq, noisy=False, pool=ctx.cfg.encoder.pool)  # the file's noise is real
         masks = pol.propose(cond, k, acq, torch.Generator().manual_seed(seed)).cpu()
     ms = 1000 * (time.perf_counter() - t0) / max(1, x.shape[0])
     lf_lines = setup.lf.nonzero().flatten().tolist()

@@ -20,6 +20,7 @@ from torch import nn
 from ..acquisition import Acquisition, RandomFirst, UNetInput
 from ..errors import ConfigError
 from ..evaluation.loop import Entry, MaskEvent
+from ..evaluation.results import mean_pairwise_iou
 from ..flow.model import FlowModel, FrozenEncoder
 from ..flow.nets import DualEncoderUNet
 from ..flow.objective import FlowTaskObjective
@@ -31,7 +32,7 @@ from ..policies.random import RandomPolicy
 from ..rng import randn_rows
 from ..tasks.base import Task
 from ..tasks.unet import ReconUNet
-from ..training.distributed import all_reduce_sum, current_dist
+from ..training.distributed import all_reduce_sum, current_dist, gather_rows
 from ..training.loop import LoopConfig
 from ..training.stages import load_stage
 from .base import Experiment
@@ -64,11 +65,14 @@ class FlowTrainConfig:
     first_samples: int = 16
     rate_min: float = 1.0
     rate_max: float = 8.0
-    target: str = "saliency"
-    best_of_r: int = 16
+    target: str = "saliency"  # saliency | greedy | best-of-r | self | none (flowcs.flow.targets)
+    best_of_r: int = 16  # candidates per target for best-of-r and self
+    greedy_chunks: int = 4  # saliency recomputations for the greedy target
     loss: str = "both"
     gate_a: float = 30.0
     gate_b: float = 1.0
+    rounds: int = 1  # acquisition rounds per budget (1: the paper's one-shot policy)
+    rollout_steps: int = 4  # Euler steps of the training roll-outs and self-improvement proposals
     steps: int = 20
     net: FlowNetConfig = field(default_factory=FlowNetConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=3, batch_size=128, lr=1e-3))
@@ -128,6 +132,15 @@ def check_first_samples(first_samples: int, max_budget: int, n_locations: int) -
                           f"exceeds the {n_locations} pixels of the image")
 
 
+SPLITS = ("val", "test")
+
+
+def check_split(split: str) -> None:
+    """``eval.split``: ``val`` (choices are made there) or ``test`` (evaluated once per reported result)."""
+    if split not in SPLITS:
+        raise ConfigError(f"eval.split {split!r} must be 'val' or 'test'")
+
+
 def check_rate_range(lo: float, hi: float, what: str) -> None:
     """A training rate range in percent: both ends valid, ``lo <= hi``."""
     check_rate(lo, f"{what}.rate_min")
@@ -155,13 +168,15 @@ def load_flow_policy(ctx: RunContext, stage: str, unet: ReconUNet, operator: Pix
     """The flow policy of a finished stage: frozen ``unet`` encoder + trained velocity net."""
     model = build_flow_model(unet, operator, cfg.net)
     load_stage(ctx, stage, model, signature)
-    return FlowPolicy(model, operator.n_locations, steps=cfg.steps)
+    return FlowPolicy(model, operator.n_locations, steps=cfg.steps, rounds=cfg.rounds, condition_fn=UNetInput(),
+                      operator=operator)
 
 
 def build_flow_objective(model: FlowModel, task: Task, operator: PixelOperator, cfg: FlowTrainConfig
                          ) -> FlowTaskObjective:
-    target = TargetEstimator(cfg.target, task, operator, cfg.best_of_r)
-    return FlowTaskObjective(model, task, operator, target, cfg.loss, cfg.gate_a, cfg.gate_b)
+    target = TargetEstimator(cfg.target, task, operator, cfg.best_of_r, cfg.greedy_chunks)
+    return FlowTaskObjective(model, task, operator, target, cfg.loss, cfg.gate_a, cfg.gate_b, cfg.rounds,
+                             cfg.rollout_steps)
 
 
 def flow_batch_fn(images: torch.Tensor, labels: torch.Tensor, operator: PixelOperator, cfg: FlowTrainConfig,
@@ -171,30 +186,37 @@ def flow_batch_fn(images: torch.Tensor, labels: torch.Tensor, operator: PixelOpe
     def fn(idx: torch.Tensor, gen: torch.Generator) -> dict:
         x = images[idx].to(device)
         y = labels[idx].to(device)
-        acquired, cond = first_measurement(operator, x, cfg.first_samples, gen)
+        acq = Acquisition.start(operator, x, RandomFirst(cfg.first_samples), UNetInput(), gen)
         rate = cfg.rate_min + (cfg.rate_max - cfg.rate_min) * float(torch.rand(1, generator=gen))
-        return {"x": x, "y": y, "condition": cond, "acquired": acquired,
-                "k": rate_to_budget(rate, operator.n_locations)}
+        return {"x": x, "y": y, "condition": acq.condition(), "acquired": acq.acquired,
+                "k": rate_to_budget(rate, operator.n_locations), "acquisition": acq}
 
     return fn
 
 
 class DensityRecord:
     """What the flow chose on the first evaluation seed: per budget, how many images chose each *new* location,
-    and the full masks of the first ``n_grid`` images (for the mask-grid figures)."""
+    the new locations of the first ``iou_images`` images (adaptivity) and the full masks of the first ``n_grid``
+    images (for the mask-grid figures)."""
 
-    def __init__(self, budgets: list[int], n_locations: int, name: str = "flow", n_grid: int = 8):
-        self.name, self.n_grid = name, n_grid
+    def __init__(self, budgets: list[int], n_locations: int, name: str = "flow", n_grid: int = 8,
+                 iou_images: int = 1000):
+        self.name, self.n_grid, self.iou_images = name, n_grid, iou_images
         self.density = {b: torch.zeros(n_locations) for b in budgets}
         self.n_images = 0
+        self.chosen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {b: [] for b in budgets}
         self.grid_masks: dict[int, torch.Tensor] = {}
         self.grid_acquired: torch.Tensor | None = None
 
     def __call__(self, event: MaskEvent) -> None:
         if event.name != self.name or event.seed_index != 0:
             return
+        keep = event.rows < self.iou_images
         for b, m in event.masks.items():
-            self.density[b] += (m & ~event.acquired).float().sum(0).cpu()
+            new = m & ~event.acquired
+            self.density[b] += new.float().sum(0).cpu()
+            if keep.any():
+                self.chosen[b].append((event.rows[keep].cpu(), new[keep.to(new.device)].cpu()))
         self.n_images += int(event.acquired.shape[0])
         if int(event.rows[0]) == 0:
             self.grid_masks = {b: m[:self.n_grid].cpu() for b, m in event.masks.items()}
@@ -206,7 +228,29 @@ class DensityRecord:
         for b in self.density:
             self.density[b] = all_reduce_sum(self.density[b], dist)
         self.n_images = int(all_reduce_sum(torch.tensor(self.n_images), dist))
+        for b, parts in self.chosen.items():
+            rows = gather_rows(torch.cat([r for r, _ in parts]) if parts else torch.zeros(0, dtype=torch.long), dist)
+            new = gather_rows(torch.cat([m for _, m in parts]).to(torch.uint8) if parts else
+                              torch.zeros(0, self.density[b].numel(), dtype=torch.uint8), dist)
+            self.chosen[b] = [(rows, new.bool())]
         return self
+
+    def adaptivity_report(self, budgets: list[int]) -> dict:
+        """The flow's mean pairwise IoU per budget, for the results beside the density maps."""
+        iou = self.adaptivity()
+        return {"flow_mean_pairwise_iou": [iou.get(b) for b in budgets],
+                "images": min(self.iou_images, self.n_images),
+                "note": "mean IoU of the new locations chosen for different images (first evaluation seed): 1 = "
+                        "a fixed mask; random masks of k of N locations give about k / (2N - k)"}
+
+    def adaptivity(self) -> dict[int, float]:
+        """Per budget: the mean pairwise IoU of the new locations chosen for different images (1 = a fixed mask)."""
+        out = {}
+        for b, parts in self.chosen.items():
+            masks = torch.cat([m for _, m in parts]) if parts else torch.zeros(0)
+            if masks.shape[0] >= 2:
+                out[b] = round(mean_pairwise_iou(masks), 4)
+        return out
 
     def density_maps(self, height: int, width: int) -> dict[int, torch.Tensor]:
         """Per budget: probability that a location is chosen by the policy (first samples excluded)."""

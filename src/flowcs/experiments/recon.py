@@ -24,7 +24,7 @@ from ..evaluation import figures
 from ..evaluation.loop import evaluate
 from ..evaluation.setup import Setup, Split, TrainData
 from ..evaluation.tables import markdown_table, metrics_payload, write_results
-from ..flow.objective import objective_signature
+from ..flow.objective import check_flow_settings, objective_signature
 from ..metrics import mae, psnr, ssim
 from ..operators.pixel import PixelOperator
 from ..tasks.base import ReconstructionTask
@@ -40,6 +40,7 @@ from .pixel import (
     build_flow_objective,
     check_first_samples,
     check_rate_range,
+    check_split,
     flow_batch_fn,
     load_flow_policy,
 )
@@ -141,6 +142,8 @@ class ReconExperiment(PixelExperiment):
             raise ConfigError("eval.seeds must be at least 1")
         if e.grid_images < 1:
             raise ConfigError("eval.grid_images must be at least 1")
+        check_split(e.split)
+        check_flow_settings(cfg.flow)
         cfg.compare.validate()
 
     def signature(self, ctx: RunContext, stage: str, flow_cfg=None) -> dict:
@@ -169,6 +172,10 @@ class ReconExperiment(PixelExperiment):
 
     # --- training
 
+    def training_sample(self, ctx: RunContext, n: int):
+        x = self.load_split(ctx, "train")[0][:n]
+        return x, x
+
     def training_data(self, ctx: RunContext) -> torch.Tensor:
         x, source, _ = self.load_split(ctx, "train")
         ctx.record_data_sources({"train": source})
@@ -196,14 +203,15 @@ class ReconExperiment(PixelExperiment):
         c = ctx.cfg
         op = self.operator(c)
         task = self.make_task(self.trained_unet(ctx), c).freeze()  # a mismatched checkpoint fails before data loads
-        x, source, names = self.load_split(ctx, "test")
+        split = split or c.eval.split
+        x, source, names = self.load_split(ctx, split)
         train_data = None
         if train:
             xtr, train_source, _ = self.load_split(ctx, "train")
             train_data = TrainData.from_tensors(xtr, xtr, ctx.device, train_source)
         metrics = {name: _per_sample(fn) for name, fn in recon_metrics().items()}
         k0 = c.flow.first_samples
-        test = Split(x.to(ctx.device), x.to(ctx.device), names=names, source=source)
+        test = Split(x.to(ctx.device), x.to(ctx.device), names=names, source=source, split=split)
         dc = c.task.data_consistency
         return Setup(
             experiment=self.name, operator=op, task=task, first=RandomFirst(k0), condition=UNetInput(), test=test,
@@ -247,13 +255,14 @@ class ReconExperiment(PixelExperiment):
                                                                                     rows[ref]["mean"])]
                    for ref in ("random", "random-same-total")}
         k0 = c.flow.first_samples
-        source = {"test": setup.test.source, **ctx.recorded_data_sources()}
+        source = {setup.test.split: setup.test.source, **ctx.recorded_data_sources()}
         payload = metrics_payload(
             self.name, primary, hib, setup.budget_unit, setup.budget_values, rows,
             extra_metrics={m: rows_for(m) for m in others},
             budget_pixels=budgets, first_samples=k0, total_pixels=[b + k0 for b in budgets],
             margins=margins, data_consistency=c.task.data_consistency,
-            seeds=c.eval.seeds, test_images=int(x.shape[0]), image_shape=[channels, h, w],
+            seeds=c.eval.seeds, test_images=int(x.shape[0]), split=setup.test.split, selected_on="val",
+            image_shape=[channels, h, w], adaptivity=record.adaptivity_report(budgets),
             data={**source, "protocol": self.protocol(ctx, setup.test)},
             **({"subsets": {name: {"indices": idx.tolist(), "metric": primary, "policies": rows_for(primary, idx),
                                     "extra_metrics": {m: rows_for(m, idx) for m in others}}

@@ -34,15 +34,27 @@ class FrozenEncoder(nn.Module):
 
 
 class FlowModel(nn.Module):
-    """v_θ(x_t, t, c): features of the condition are computed once and reused at every Euler step."""
+    """v_θ(x_t, t, c): features of the condition are computed once and reused at every Euler step.
 
-    def __init__(self, encoder: FrozenEncoder, velocity: nn.Module):
+    ``acquired_input``: the (B, N) mask of what is acquired joins the condition's features as one more feature
+    vector (for velocity networks that pool the condition, where a sequential policy would otherwise have to
+    infer from the image which locations it already measured).
+    """
+
+    def __init__(self, encoder: FrozenEncoder, velocity: nn.Module, acquired_input: bool = False):
         super().__init__()
         self.encoder = encoder
         self.velocity = velocity
+        self.acquired_input = bool(acquired_input)
 
-    def features(self, condition: torch.Tensor) -> Any:
-        return self.encoder(condition)
+    def features(self, condition: torch.Tensor, acquired: torch.Tensor | None = None) -> Any:
+        feats = self.encoder(condition)
+        if not self.acquired_input:
+            return feats
+        if acquired is None:
+            raise ValueError("this flow model reads the acquired mask: features(condition, acquired)")
+        feats = list(feats) if isinstance(feats, (list, tuple)) else [feats]
+        return [*feats, acquired.to(feats[0].dtype)]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, features: Any) -> torch.Tensor:
         return self.velocity(x_t, t, features)

@@ -5,6 +5,21 @@ One forward pass (paper Alg. 1, SPEC §2–3):
   L_FM = ‖v − (x1 − x0)‖², x̂1 = x_t + (1 − t)·v,
   m_soft = gate(x̂1; k, κ(t)), L_task = task loss on the soft-masked measurement,
   L = Kendall(L_FM, L_task) (or one of the two for the ablations).
+
+Sequential acquisition (``rounds = R > 1``): the budget k is split into R rounds
+(:func:`flowcs.masks.split_budget`). Each batch trains one round r, drawn uniformly: rounds 0…r−1 are first
+*rolled out* with the current flow (``rollout_steps`` Euler steps, hard top-k, no gradient), the samples are
+measured with what those rounds acquired, the condition is rebuilt, and the pass above runs for round r's
+locations on top of them. The gradient stops at the roll-out: earlier rounds' choices are hard top-k selections
+of the current model, i.e. the states the policy will really be in; back-propagating through them would need a
+relaxation of every earlier round and a task pass per round, and ties round r's update to rounds it does not
+choose. The target estimators see the partial mask of round r (``greedy``'s saliency is recomputed there).
+
+A ``prior`` (N,) score vector, added to x1 wherever the policy ranks locations (roll-outs, proposals, the gate),
+is a default the flow must overrule to deviate from; the FM target stays 2·m* − 1.
+
+``self`` targets (self-improvement): the flow's own proposals for round r — ``self_r`` noise draws integrated
+with ``rollout_steps`` steps, hard top-k — are scored by the task loss and the best one becomes x1.
 """
 
 from __future__ import annotations
@@ -13,25 +28,49 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..masks import sigmoid_gate
+from ..masks import select_topk, sigmoid_gate, split_budget
 from ..operators.base import Operator
 from ..rng import randn_rows
 from ..tasks.base import Task
 from ..training.kendall import KendallWeighting
 from .model import FlowModel
 from .path import LinearPath, fm_loss
+from .policy import acquire_in_rounds, integrate_scores
 from .targets import TargetEstimator
 
 LOSS_MODES = ("both", "fm", "task")
 
 
 def objective_signature(cfg) -> dict:
-    """The settings of a flow config (``loss``, ``target``, gate ``a``/``b``, ``best_of_r``) that change what a
-    trained flow *is*: part of its checkpoint signature, so resuming with a changed objective is refused."""
+    """The settings of a flow config (``loss``, ``target``, gate ``a``/``b``, ``best_of_r``, ``rounds``...) that
+    change what a trained flow *is*: part of its checkpoint signature, so resuming with a changed objective is
+    refused. Settings at their one-shot defaults are left out, so checkpoints from before they existed load."""
     sig = {"loss": cfg.loss, "target": cfg.target, "gate_a": float(cfg.gate_a), "gate_b": float(cfg.gate_b)}
-    if cfg.target == "best-of-r":
+    if cfg.target in ("best-of-r", "self"):
         sig["best_of_r"] = int(cfg.best_of_r)
+    if cfg.target == "greedy":
+        sig["greedy_chunks"] = int(cfg.greedy_chunks)
+    if getattr(cfg, "rounds", 1) > 1:
+        sig["rounds"] = int(cfg.rounds)
+    if getattr(cfg, "center_prior", 0.0):
+        sig["center_prior"] = float(cfg.center_prior)
     return sig
+
+
+def check_flow_settings(cfg, where: str = "flow") -> None:
+    """One-line errors for objective settings that would fail only once training has started."""
+    from .targets import TARGETS
+
+    if cfg.target not in TARGETS:
+        raise ConfigError(f"{where}.target {cfg.target!r}: choose one of {', '.join(TARGETS)}")
+    if cfg.loss not in LOSS_MODES:
+        raise ConfigError(f"{where}.loss {cfg.loss!r}: choose one of {', '.join(LOSS_MODES)}")
+    if cfg.target == "none" and cfg.loss != "task":
+        raise ConfigError(f"{where}.target 'none' gives no flow-matching target: use {where}.loss=task with it")
+    bad = [name for name in ("rounds", "rollout_steps", "greedy_chunks", "best_of_r", "steps")
+           if getattr(cfg, name, 1) < 1]
+    if bad:
+        raise ConfigError(f"{where}: {', '.join(f'{b}={getattr(cfg, b)}' for b in bad)} must be >= 1")
 
 
 class FlowTaskObjective(nn.Module):
@@ -46,20 +85,37 @@ class FlowTaskObjective(nn.Module):
         loss: str = "both",
         gate_a: float = 30.0,
         gate_b: float = 1.0,
+        rounds: int = 1,
+        rollout_steps: int = 4,
+        prior: torch.Tensor | None = None,
     ):
         super().__init__()
         if loss not in LOSS_MODES:
             raise ConfigError(f"unknown loss mode {loss!r}; choose one of {', '.join(LOSS_MODES)}")
         if target.kind == "none" and loss != "task":
             raise ConfigError("target 'none' gives no flow-matching target: use loss 'task' with it")
+        if rounds < 1 or rollout_steps < 1:
+            raise ConfigError(f"flow.rounds and flow.rollout_steps must be >= 1, got {rounds}, {rollout_steps}")
         self.model = model
         self.task = task
         self.operator = operator
         self.target = target
         self.loss_mode = loss
         self.gate_a, self.gate_b = gate_a, gate_b
+        self.rounds, self.rollout_steps = int(rounds), int(rollout_steps)
+        self.register_buffer("prior", None if prior is None else prior.float().clone(), persistent=False)
         self.kendall = KendallWeighting(2)
         self.path = LinearPath()
+
+    def _scores(self, condition, acquired, generator, samples: int = 1) -> torch.Tensor:
+        s = integrate_scores(self.model, condition, acquired, self.operator.n_locations, self.rollout_steps,
+                             samples, generator)
+        return s if self.prior is None else s + self.prior
+
+    @torch.no_grad()
+    def _proposals(self, condition, acquired, k, generator) -> list[torch.Tensor]:
+        """The current flow's masks for ``k`` new locations, one per noise draw (self-improvement candidates)."""
+        return [select_topk(self._scores(condition, acquired, generator), k, acquired) for _ in range(self.target.r)]
 
     def forward(
         self,
@@ -69,15 +125,32 @@ class FlowTaskObjective(nn.Module):
         acquired: torch.Tensor,
         k: int,
         generator: torch.Generator | None = None,
+        acquisition=None,
     ) -> dict[str, torch.Tensor]:
-        target_mask = self.target(x, y, k, acquired, generator)
+        """One training pass; ``acquisition`` (a :class:`flowcs.acquisition.Acquisition`) measures the samples
+        again between rounds (needed when ``rounds > 1``)."""
+        if self.rounds > 1:
+            if acquisition is None:
+                raise ConfigError("flow training with several rounds needs the batch's acquisition (observe)")
+            sizes = split_budget(k, self.rounds)
+            r = int(torch.randint(len(sizes), (1,), generator=generator)) if len(sizes) > 1 else 0
+            if r > 0:
+                with torch.no_grad():
+                    acquired = acquire_in_rounds(lambda c, a: self._scores(c, a, generator), acquisition.condition,
+                                                 condition, acquired, sizes[:r])
+                    condition = acquisition.condition(acquired)
+            k = sizes[r]
+        proposals = self._proposals(condition, acquired, k, generator) if self.target.kind == "self" else None
+        target_mask = self.target(x, y, k, acquired, generator, proposals)
         x1 = 2.0 * target_mask.float() - 1.0
         x0 = randn_rows(*x1.shape, generator=generator, device=x1.device)
         t = self.path.sample_t(x1.shape[0], generator, x1.device)
         x_t = self.path.interpolate(x0, x1, t)
-        v = self.model(x_t, t, self.model.features(condition))
+        v = self.model(x_t, t, self.model.features(condition, acquired))
         l_fm = fm_loss(v, self.path.velocity(x0, x1))
         x1_hat = self.path.one_step_estimate(x_t, t, v)
+        if self.prior is not None:  # the policy ranks x1 + prior: so does the gate
+            x1_hat = x1_hat + self.prior
         soft = sigmoid_gate(x1_hat, k, t, self.gate_a, self.gate_b, acquired)
         op = self.operator
         pred = self.task.predict(op.zero_filled(op.measure(x, soft), soft), op.mask_to_image(soft))

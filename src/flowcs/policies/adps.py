@@ -28,24 +28,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..masks import select_topk
+from ..masks import select_topk, split_budget
 from ..operators.base import Operator
 from ..tasks.unet import network_input
 from .base import Policy
 from .dps import check_gumbel_settings, gumbel_topk
 
 __all__ = ["ADPSNet", "ADPSPolicy", "split_budget"]
-
-
-def split_budget(k: int, steps: int) -> list[int]:
-    """``k`` locations in at most ``steps`` acquisitions, sizes differing by at most one (larger first)."""
-    if steps < 1:
-        raise ConfigError(f"adps.steps must be >= 1, got {steps}")
-    if k <= 0:
-        return []
-    steps = min(steps, k)
-    base, extra = divmod(k, steps)
-    return [base + (1 if i < extra else 0) for i in range(steps)]
 
 
 class ADPSNet(nn.Module):

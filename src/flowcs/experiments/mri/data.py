@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ...acquisition import Magnitude
 from ...data.mri_files import ImageSet, build_mri_splits, crop_or_pad, lf_scale, random_view
-from ...operators.fft import complex_abs, to_real
+from ...operators.fft import to_real
 from ...operators.kspace import KSpaceLineOperator, low_frequency_band
 from ..context import RunContext
 from .config import Config, line_budget
@@ -26,16 +27,21 @@ class Geometry:
     total: int
     n_lf: int
     k: int  # policy lines
+    pool: int = 1  # the condition (zero-filled magnitude) is average-pooled by this factor before the encoder
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Geometry:
         m = cfg.mri
         total, n_lf, k = line_budget(m.size, m.acceleration, m.lf_fraction, "mri: ")
         return cls(m.size, KSpaceLineOperator(m.size, m.size, m.noise_pct),
-                   low_frequency_band(m.size, m.lf_fraction), total, n_lf, k)
+                   low_frequency_band(m.size, m.lf_fraction), total, n_lf, k, cfg.encoder.pool)
 
     def acquired(self, batch: int, device=None) -> torch.Tensor:
         return self.lf.to(device).expand(batch, -1).clone()
+
+    def condition_fn(self) -> Magnitude:
+        """How the policy's condition is built from a zero-filled measurement."""
+        return Magnitude(self.pool)
 
 
 def normalise(views: torch.Tensor, lf_fraction: float) -> torch.Tensor:
@@ -58,9 +64,10 @@ def prepare(images: ImageSet, idx, cfg: Config, generator: torch.Generator | Non
 
 
 def lf_condition(op: KSpaceLineOperator, x: torch.Tensor, lf: torch.Tensor, noisy: bool = True,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, 1, S, S) magnitude of the zero-filled LF-band reconstruction: the flow's condition."""
-    return complex_abs(op.zero_filled(op.measure(x, lf, noisy=noisy, generator=generator), lf))
+                 generator: torch.Generator | None = None, pool: int = 1) -> torch.Tensor:
+    """(B, 1, S/pool, S/pool) magnitude of the zero-filled LF-band reconstruction: the flow's condition."""
+    acquired = lf if lf.ndim == 2 else lf.expand(x.shape[0], -1)
+    return Magnitude(pool)(op, op.zero_filled(op.measure(x, lf, noisy=noisy, generator=generator), lf), acquired)
 
 
 def load_splits(ctx: RunContext, splits=("train", "val", "test")) -> dict[str, ImageSet]:

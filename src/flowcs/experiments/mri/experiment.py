@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from ...acquisition import BandFirst, Magnitude
+from ...acquisition import BandFirst
 from ...errors import ConfigError
 from ...evaluation.loop import Entry, MaskEvent, evaluate
-from ...evaluation.results import image_row
+from ...evaluation.results import image_row, mean_pairwise_iou
 from ...evaluation.setup import Setup, Split, TrainData
 from ...evaluation.tables import metrics_payload, write_results
 from ...metrics import nmse, psnr, ssim
@@ -33,6 +33,7 @@ from ...operators.fft import complex_abs
 from ...policies.cartesian import EquispacedPolicy, LowFrequencyPolicy, VariableDensityPolicy
 from ...policies.random import RandomPolicy
 from ...training.distributed import all_reduce_sum, merge_dicts
+from ..ablation import run_flow_ablation
 from ..base import Experiment
 from ..context import RunContext
 from . import stages as S
@@ -77,6 +78,11 @@ class MRIExperiment(Experiment):
 
     # ------------------------------------------------------------------ training
 
+    def training_sample(self, ctx: RunContext, n: int):
+        train = load_splits(ctx, ("train",))["train"]
+        x = prepare(train, range(min(n, len(train))), ctx.cfg)
+        return x, x
+
     def training_data(self, ctx: RunContext):
         set_threads(ctx.cfg)
         splits = load_splits(ctx, ("train", "val", "test"))
@@ -102,7 +108,15 @@ class MRIExperiment(Experiment):
     # ------------------------------------------------------------------ what the evaluation sees
 
     def flow_policy(self, ctx: RunContext, flow_cfg=None, stage: str = "flow"):
-        return S.trained_flow(ctx)
+        return S.trained_flow(ctx, flow_cfg, stage)
+
+    def ablate(self, ctx: RunContext) -> dict:
+        """Rounds × target × loss (and the gate rows) on the validation images (:mod:`..ablation`)."""
+        set_threads(ctx.cfg)
+        train = load_splits(ctx, ("train",))["train"]
+        geometry = Geometry.from_cfg(ctx.cfg)
+        return run_flow_ablation(self, ctx, lambda flow_cfg, stage: S.train_flow(ctx, geometry, train, flow_cfg,
+                                                                                stage))
 
     def setup(self, ctx: RunContext, split: str | None = None, train: bool = False) -> Setup:
         set_threads(ctx.cfg)
@@ -134,7 +148,8 @@ class MRIExperiment(Experiment):
         m = c.mri
         return Setup(
             experiment=ctx.experiment, operator=geometry.operator, task=task, first=BandFirst(geometry.lf),
-            condition=Magnitude(), test=Split(x_all, mag_all, list(images.names), vols, images.describe()),
+            condition=geometry.condition_fn(),
+            test=Split(x_all, mag_all, list(images.names), vols, images.describe(), split),
             budgets=[geometry.k], budget_values=[m.acceleration], budget_unit="acceleration",
             metrics=_magnitude_metrics(vol_range), primary="ssim", higher_is_better=True, noisy=m.noise_pct > 0,
             train=train_data, task_files=[ctx.checkpoint("modl")], flow_rates=(100.0 * geometry.k / geometry.size,) * 2,
@@ -185,14 +200,14 @@ class MRIExperiment(Experiment):
         density = {p: all_reduce_sum(d, ctx.dist) for p, d in density.items()}
         flow_masks = all_reduce_sum(flow_masks.float(), ctx.dist) > 0
         fig = merge_dicts(fig, ctx.dist)
-        payload = self._payload(ctx, setup, res, split)
+        payload = self._payload(ctx, setup, res, split, flow_masks & ~geometry.lf)
         if ctx.dist.is_main:
             write_results(ctx.results_dir, "metrics", payload,
                           ctx.metadata(data_source=payload["data"], cpu_time_s=round(time.process_time(), 1)))
             write_figures(ctx, geometry, payload, fig, density, flow_masks, setup.test.names, c.eval.seeds * n_img)
         return payload
 
-    def _payload(self, ctx: RunContext, setup: Setup, res, split: str) -> dict:
+    def _payload(self, ctx: RunContext, setup: Setup, res, split: str, flow_new: torch.Tensor) -> dict:
         c, geometry = ctx.cfg, setup.extras["geometry"]
         k = setup.budgets[0]
         names = list(POLICY_ORDER)
@@ -217,8 +232,12 @@ class MRIExperiment(Experiment):
             per_volume={"n_volumes": len(vol_names), "volumes": vol_names, **vol_rows},
             lines={"columns": geometry.size, "total": geometry.total, "low_frequency": geometry.n_lf,
                    "policy": geometry.k, "lf_fraction": m.lf_fraction, "lf_counts_inside_budget": True},
-            image_size=[m.size, m.size], noise_pct=m.noise_pct, seeds=c.eval.seeds, split=split,
+            image_size=[m.size, m.size], noise_pct=m.noise_pct, seeds=c.eval.seeds, split=split, selected_on="val",
             data=data_note, flow_policy_ms_per_slice=round(1000 * t.seconds / max(t.images, 1), 2),
+            adaptivity={"flow_mean_pairwise_iou": [round(mean_pairwise_iou(flow_new), 4)] if n_img > 1 else [None],
+                        "images": n_img,
+                        "note": "mean IoU of the policy lines chosen for different images (first evaluation seed): "
+                                "1 = a fixed mask, like the low-frequency block"},
             per_image={"names": setup.test.names, "volumes": vols,
                        **{p: {key: [round(float(v), 5) for v in per_image[p][key]] for key in ("ssim", "psnr", "nmse")}
                           for p in names}},
