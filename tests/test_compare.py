@@ -57,7 +57,7 @@ def test_schema_and_one_row_per_policy(smoke_compare):
     assert list(p["policies"]) == POLICIES
     nb = len(p["budgets"])
     for row in p["policies"].values():
-        assert len(row["mean"]) == nb and len(row["std"]) == nb and row["n"] > 0
+        assert len(row["mean"]) == nb and len(row["std_seeds"]) == nb and len(row["ci95"]) == nb and row["n"] > 0
         assert all(0.0 <= m <= 1.0 for m in row["mean"])
         assert "trained" in row
     assert p["policies"]["ads"]["n"] == 16 and p["policies"]["flow"]["n"] == 64

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # loss "both" (FM + task, Kendall): the tolerance below was set for it. With the task loss alone Adam
 # normalises tiny, near-tie-driven gradient components up to lr-sized steps, so float summation order moves
-# weights by ~2 lr in 8 steps; the sharding of data and noise under test does not depend on the loss.
-SMALL_FLOW = ["--set", "flow.loop.epochs=2", "--set", "flow.loop.steps_per_epoch=4", "--set", "flow.loss=both"]
+# weights by ~2 lr in 8 steps; the sharding of data and noise under test does not depend on the loss. Saliency
+# targets for the same reason: self targets come from the flow's own samples, which feed near-ties back.
+SMALL_FLOW = ["--set", "flow.loop.epochs=2", "--set", "flow.loop.steps_per_epoch=4", "--set", "flow.loss=both",
+              "--set", "flow.target=saliency"]
 
 
 def flowcs(*args, procs: int = 1, cwd=REPO):
@@ -110,7 +112,7 @@ def test_distributed_comparison_is_exact(pretrained):
     one = json.loads((run / "one" / "compare.json").read_text())
     two = json.loads((run / "two" / "compare.json").read_text())
     for name in ("flow", "random", "dps"):
-        for key in ("mean", "std", "ci95_pooled", "n"):
+        for key in ("mean", "std_seeds", "ci95", "n"):
             assert one["policies"][name][key] == two["policies"][name][key], (name, key)
 
 

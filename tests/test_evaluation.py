@@ -124,3 +124,24 @@ def test_row_generators_and_derived_seeds():
     h = row_generator([derive(0, i) for i in (2, 3)])
     a, b = rand_rows(4, 5, generator=g), rand_rows(2, 5, generator=h)
     assert torch.equal(a[2:], b)  # a sample's draws do not depend on the batch it is in
+
+
+def test_tables_name_the_metric_show_an_interval_for_one_seed_and_never_crown_the_oracle():
+    from flowcs.evaluation.tables import format_cell, headline, markdown_table, spread
+
+    rows = {"flow": {"mean": [0.50, 0.80], "std_seeds": [0.0, 0.0], "ci95": [[0.48, 0.52], [0.78, 0.82]]},
+            "flow+ft": {"mean": [0.90, 0.95], "std_seeds": [0.01, 0.01], "ci95": [[0.8, 1.0], [0.9, 1.0]]},
+            "adps": {"mean": [0.60, 0.70], "std_seeds": [0.02, 0.0], "ci95": [[0.5, 0.7], [0.69, 0.71]]},
+            "full": {"mean": [0.99, 0.99], "std_seeds": [0.0, 0.0]}}
+    payload = {"metric": "accuracy", "higher_is_better": True, "budget_unit": "percent", "budgets": [1.0, 4.0],
+               "policies": rows}
+    assert spread(rows["flow"], 0) == ("ci", 0.48, 0.52) and spread(rows["adps"], 0) == ("std", 0.02)
+    assert spread(rows["full"], 0) == () and format_cell(rows["full"], 0, 100) == "99.00"
+    assert format_cell(rows["flow"], 1, 100) == "80.00 [78.00, 82.00]"
+    assert format_cell({"mean": [0.9], "std_images": [0.05]}, 0, 1, 3) == "0.900 ± 0.050"  # MRI: across images
+    table = markdown_table(payload, 100)
+    assert table.splitlines()[0] == "| policy — accuracy % (higher is better) | 1.0% | 4.0% |"
+    assert "| flow | 50.00 [48.00, 52.00] | 80.00 [78.00, 82.00] |" in table and "± 0.00" not in table
+    assert "| policy — mae (lower is better) |" in markdown_table({**payload, "metric": "psnr"}, 1, 2, "mae")
+    best = headline(payload)  # our variants (flow+ft) and the oracle (full) are not "the best other policy"
+    assert [(h["budget"], h["best_other"], h["ahead"]) for h in best] == [(1.0, "adps", False), (4.0, "adps", True)]

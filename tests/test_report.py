@@ -26,9 +26,11 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 
 def make_results(folder: Path) -> Path:
     """A results folder as the experiments write it: metrics + ablation + compare, run.json, two figures."""
-    rows = {"flow": {"mean": [0.61, 0.83], "std": [0.01, 0.02], "n": 100},
-            "random": {"mean": [0.42, 0.70], "std": [0.03, 0.01], "n": 100},
-            "random<&>": {"mean": [0.40, 0.69], "std": [0.0, 0.0], "n": 100}}
+    rows = {"flow": {"mean": [0.61, 0.83], "std_seeds": [0.01, 0.02], "n": 100},
+            "random": {"mean": [0.42, 0.70], "std_seeds": [0.03, 0.01], "n": 100},
+            "random<&>": {"mean": [0.40, 0.69], "std_seeds": [0.0, 0.0], "ci95": [[0.38, 0.42], [0.66, 0.72]],
+                          "n": 100},
+            "full": {"mean": [0.97, 0.97], "std_seeds": [0.0, 0.0], "n": 100}}
     payload = metrics_payload("demo-exp", "accuracy", True, "percent", [1.0, 4.0], rows,
                               extra_metrics={"mae": {"flow": {"mean": [0.2, 0.1]}, "random": {"mean": [0.3, 0.2]}}},
                               margins={"flow_vs_random": [0.19, 0.13]}, seeds=2, test_images=100,
@@ -40,7 +42,8 @@ def make_results(folder: Path) -> Path:
                                {"a=30,b=1": {"mean": [0.6, 0.8]}, "a=10,b=2": {"mean": [0.5, 0.79]}})
     write_results(folder, "ablation", ablation, meta, table_scale=100)
     compare = metrics_payload("demo-exp", "psnr", True, "acceleration", [4, 8],
-                              {"flow": {"mean": [30.1, 27.2]}, "loupe": {"mean": [29.5, 27.9]}})
+                              {"flow": {"mean": [30.1, 27.2]}, "loupe": {"mean": [29.5, 27.9]},
+                               "full": {"mean": [40.0, 40.0]}})
     (folder / "compare.json").write_text(json.dumps(compare))
     figures.plot_metric_vs_budget(payload, folder / "accuracy_vs_rate.png", scale=100)
     figures.plot_density({"1%": torch.rand(8, 8), "4%": torch.rand(8, 8)}, folder / "density.png", title="density")
@@ -58,12 +61,27 @@ def test_render_has_every_table_figure_and_the_metadata(tmp_path):
     assert page.count('<img alt="') == 2 and page.count("data:image/png;base64,") == 2
     assert "src=\"http" not in page and "<script" not in page and "<link" not in page  # self-contained
     assert "61 ± 1" in page and "83 ± 2" in page  # accuracy shown in percent with its std
-    assert '<td class="best">61 ± 1</td>' in page  # best mean of the column highlighted
+    assert '<td class="best">61 ± 1</td>' in page  # best policy of the column highlighted, not the oracle
+    assert "<td>97</td>" in page and '<td class="best">97' not in page and '<td class="best">40' not in page
+    assert "40 ± 0" not in page
+    assert "40 [38, 42]" in page  # one seed, no spread across seeds: the 95 % interval, never "± 0"
+    conclusion = page[page.index('id="conclusion"'):page.index("</section>", page.index('id="conclusion"'))]
+    assert "4×: flow 30.1 — ahead of or tied with the best other policy, loupe 29.5" in conclusion
+    assert "8×: flow 27.2 — behind the best other policy, loupe 27.9" in conclusion  # never "full"
+    assert "SMOKE" not in page
     assert '<td class="best">0.1</td>' in page  # lower-is-better extra metric (mae): the smallest is best
     assert '<td class="best">27.9</td>' in page  # compare.json: loupe wins at 8x
     assert "random&lt;&amp;&gt;" in page and "&lt;b&gt;not bold&lt;/b&gt;" in page  # escaped
     assert "abc123" in page and "flow.loop.epochs" in page and "flow_vs_random" in page
     assert "4×" in page and "1%" in page
+
+
+def test_a_smoke_run_says_so_in_the_title(tmp_path):
+    res = make_results(tmp_path / "results")
+    meta = json.loads((res / "run.json").read_text())
+    (res / "run.json").write_text(json.dumps({**meta, "smoke": True}))
+    page = render(res)
+    assert "<h1>flowcs report — demo-exp (SMOKE RUN: tiny settings, not a result)</h1>" in page
 
 
 def test_cli_writes_the_page_and_errors_are_one_line(tmp_path, capsys):

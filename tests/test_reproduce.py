@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flowcs import reproduce
-from flowcs.errors import ConfigError, FlowcsError
+from flowcs.errors import FlowcsError
 from flowcs.reproduce import ABLATION, EXPERIMENTS, Step, execute, plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,8 +116,8 @@ def test_a_dirty_tree_is_refused_before_anything_runs(tmp_path, monkeypatch, cap
 @pytest.mark.slow
 def test_reproduce_smoke_writes_every_result_from_one_commit(tmp_path):
     """One real pass (mri-8x smoke: run, compare, bench): the files a user gets, each naming the same commit."""
-    if not (SHARED / "mri").is_dir():
-        pytest.skip(f"{SHARED / 'mri'} is absent (the MRI data of ../shared/data)")
+    if not (SHARED / "mri_complex_kellman_fatwater").is_dir():
+        pytest.skip(f"{SHARED / 'mri_complex_kellman_fatwater'} is absent (the MRI training data)")
     runs = tmp_path / "runs"
     proc = subprocess.run([sys.executable, "-m", "flowcs", "reproduce", "mri-8x", "--smoke", "--allow-dirty",
                            "--device", "cpu", "--runs", str(runs)], capture_output=True, text=True, timeout=1500)
@@ -135,3 +135,26 @@ def test_reproduce_smoke_writes_every_result_from_one_commit(tmp_path):
     bench = json.loads((out / "bench" / "latency.json").read_text())
     assert bench["git_commit"] == commit and "valid" in bench and bench["runs"]["mri-8x"]["latency_batch1"]
     assert (runs / "logs" / "bench.log").is_file()
+
+
+def test_resume_counts_commits_with_the_same_code_as_one(tmp_path, monkeypatch):
+    """Committing results between two sessions keeps the reproduction's finished steps; a code change does not."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    git("add", "."), git("commit", "-qm", "code")
+    first = git("rev-parse", "HEAD")
+    (tmp_path / "results.json").write_text("{}\n")
+    git("add", "."), git("commit", "-qm", "results")
+    results = git("rev-parse", "HEAD")
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    git("commit", "-qam", "change")
+    changed = git("rev-parse", "HEAD")
+    monkeypatch.chdir(tmp_path)
+    assert reproduce.same_code(first, first) and reproduce.same_code(first, results)
+    assert not reproduce.same_code(first, changed) and not reproduce.same_code(results, changed)
+    assert not reproduce.same_code(first + "-dirty", results) and not reproduce.same_code("", results)

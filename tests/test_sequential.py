@@ -146,3 +146,17 @@ def test_validation_and_test_splits_are_disjoint():
     assert len(tr) == 55000 and len(va) == 5000
     flat_tr = {bytes(t.numpy().tobytes()) for t in tr.images[:5000]}
     assert not any(bytes(v.numpy().tobytes()) in flat_tr for v in va.images[:1000])  # not the same images
+
+
+def test_ablation_grid_covers_rounds_targets_losses_and_prior_rows_change_only_the_prior():
+    from flowcs.experiments.ablation import AblationConfig, ablation_variants
+
+    a = AblationConfig(gates=[[30, 1]], rounds=[1, 4], targets=["saliency", "self", "none"], losses=["task", "both"])
+    labels = [lab for lab, _ in ablation_variants(a)]
+    assert labels[0] == "gate a=30 b=1" and len(labels) == 1 + 2 * (2 * 2 + 1)  # 'none' only with the task loss
+    assert "rounds=4 target=self loss=both" in labels and "rounds=1 target=none loss=both" not in labels
+    mri = AblationConfig(gates=[], rounds=[1], targets=["greedy"], losses=["both"], priors=[0.5, 2.0])
+    variants = dict(ablation_variants(mri))
+    assert variants == {"rounds=1 target=greedy loss=both center_prior=0": {"rounds": 1, "target": "greedy",
+                                                                             "loss": "both", "center_prior": 0.0},
+                        "center_prior=0.5": {"center_prior": 0.5}, "center_prior=2": {"center_prior": 2.0}}

@@ -53,7 +53,7 @@ def test_compare_rows_equal_the_experiments_own_rows(experiment, own, smoke_root
     for name in own.split(","):
         mine, theirs = metrics["policies"][name], compared["policies"][name]
         assert theirs["mean"] == pytest.approx(mine["mean"], rel=1e-12, abs=1e-12), name
-        if "ci95_pooled" in mine:  # pixel rows: the same per-seed statistics
-            assert theirs["std"] == pytest.approx(mine["std"], abs=1e-12)
-            assert [x for ci in theirs["ci95_pooled"] for x in ci] == pytest.approx(
-                [x for ci in mine["ci95_pooled"] for x in ci], abs=1e-12)
+        if "std_seeds" in mine:  # pixel rows: the same per-seed statistics
+            assert theirs["std_seeds"] == pytest.approx(mine["std_seeds"], abs=1e-12)
+            assert [x for ci in theirs["ci95"] for x in ci] == pytest.approx(
+                [x for ci in mine["ci95"] for x in ci], abs=1e-12)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DataError
+from .evaluation.tables import ORACLE_ROWS, headline, higher_is_better, spread
 from .io import write_text
 
 #: results files shown first, in this order; other ``*.json`` files in the SPEC §9 schema follow
@@ -112,7 +113,8 @@ def _budget_header(payload: dict) -> list[str]:
 
 def policy_table(payload: dict, rows: dict | None = None, metric: str | None = None,
                  higher_is_better: bool | None = None) -> str:
-    """HTML table: one row per policy, ``mean ± std`` per budget, the best mean of each column in bold."""
+    """HTML table: one row per policy, ``mean ± std`` (or ``[95 % interval]`` with one seed) per budget, the best
+    policy of each column in bold (never an oracle row such as ``full``)."""
     rows = payload["policies"] if rows is None else rows
     metric = metric or payload.get("metric", "metric")
     hib = payload.get("higher_is_better", True) if higher_is_better is None else higher_is_better
@@ -120,8 +122,8 @@ def policy_table(payload: dict, rows: dict | None = None, metric: str | None = N
     n_b = len(payload["budgets"])
     best: list[float | None] = []
     for j in range(n_b):
-        vals = [r["mean"][j] for r in rows.values()
-                if j < len(r["mean"]) and isinstance(r["mean"][j], (int, float)) and math.isfinite(r["mean"][j])]
+        vals = [r["mean"][j] for n, r in rows.items() if n not in ORACLE_ROWS and
+                j < len(r["mean"]) and isinstance(r["mean"][j], (int, float)) and math.isfinite(r["mean"][j])]
         best.append((max(vals) if hib else min(vals)) if vals else None)
     head = "".join(f"<th>{_e(h)}</th>" for h in _budget_header(payload))
     unit = " (%)" if scale == 100 else ""
@@ -129,15 +131,14 @@ def policy_table(payload: dict, rows: dict | None = None, metric: str | None = N
            f'{"higher" if hib else "lower"} is better</th>{head}</tr></thead><tbody>']
     for name, r in rows.items():
         cells = []
-        std = r.get("std") or [None] * len(r["mean"])
         for j in range(n_b):
             if j >= len(r["mean"]):
                 cells.append("<td>—</td>")
                 continue
-            m = r["mean"][j]
-            s = std[j] if j < len(std) else None
-            text = _fmt(m, scale) + (f" ± {_fmt(s, scale, 2)}" if isinstance(s, (int, float)) and s else "")
-            cls = ' class="best"' if best[j] is not None and m == best[j] else ""
+            m, sp = r["mean"][j], spread(r, j)
+            text = _fmt(m, scale) + (f" ± {_fmt(sp[1], scale, 2)}" if sp and sp[0] == "std" else
+                                     f" [{_fmt(sp[1], scale)}, {_fmt(sp[2], scale)}]" if sp else "")
+            cls = ' class="best"' if best[j] is not None and m == best[j] and name not in ORACLE_ROWS else ""
             cells.append(f"<td{cls}>{text}</td>")
         out.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
@@ -192,10 +193,28 @@ def results_section(name: str, payload: dict) -> str:
 
 
 def _hib(metric: str, payload: dict) -> bool:
-    """Direction of a secondary metric: error-like names are lower-is-better."""
-    if metric == payload.get("metric"):
-        return bool(payload.get("higher_is_better", True))
-    return not any(s in metric.lower() for s in ("mae", "mse", "nmse", "error", "loss", "lpips"))
+    return higher_is_better(payload, metric)
+
+
+def conclusion(found: dict) -> str:
+    """The answer first: the flow policy against the best other policy at every budget, from ``compare.json``
+    (every policy on the same test images) or, without one, ``metrics.json``."""
+    name = next((n for n in ("compare.json", "metrics.json") if n in found["results"]), None)
+    if name is None:
+        return ""
+    payload = found["results"][name]
+    rows = headline(payload)
+    if not rows:
+        return ""
+    scale, unit = _scale(payload), _UNITS.get(str(payload.get("budget_unit", "")), "")
+    items = []
+    for r in rows:
+        verdict = "ahead of or tied with" if r["ahead"] else "behind"
+        budget = f"{r['budget']:g}" if isinstance(r["budget"], (int, float)) else str(r["budget"])
+        items.append(f"<li>{_e(budget)}{_e(unit)}: flow {_fmt(r['ours'], scale)} — {verdict} the best other policy, "
+                     f"{_e(r['best_other'])} {_fmt(r['other'], scale)}</li>")
+    return (f'<section id="conclusion"><h2>Conclusion ({_e(payload.get("metric"))}, {_e(name)}; means — see the '
+            f'tables for intervals and ties)</h2><ul>{"".join(items)}</ul></section>')
 
 
 def figure_html(path: Path) -> str:
@@ -232,13 +251,15 @@ def render(results_dir: Path, title: str | None = None) -> str:
     """The whole HTML page for ``results_dir`` (see the module doc)."""
     found = collect(results_dir)
     first = next(iter(found["results"].values()))
-    title = title or f"flowcs report — {first.get('experiment', Path(results_dir).name)}"
+    smoke = any(isinstance(m, dict) and m.get("smoke") for m in found["runs"].values())
+    title = title or (f"flowcs report — {first.get('experiment', Path(results_dir).name)}"
+                      + (" (SMOKE RUN: tiny settings, not a result)" if smoke else ""))
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1>",
              f'<p class="sub">results folder <code>{_e(Path(results_dir))}</code> · files: '
-             f"{_e(', '.join([*found['results'], *found['runs'], *found['other']]))}</p>"]
+             f"{_e(', '.join([*found['results'], *found['runs'], *found['other']]))}</p>", conclusion(found)]
     for name, payload in found["results"].items():
         parts.append(results_section(name, payload))
     if found["figures"]:

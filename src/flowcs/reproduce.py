@@ -6,8 +6,9 @@ run, never loaded from an earlier one); after all of them, ``flowcs bench`` on t
 Each step is a separate ``flowcs`` process (up to ``--jobs`` at a time, one thread each), so a step sees exactly
 what a user typing its command would. The working tree must be clean (the commit in every ``run.json`` is then
 the code that ran); ``--allow-dirty`` runs anyway and marks ``reproduce.json`` so. ``--resume`` skips the steps
-that finished under the same commit and resumes interrupted training. ``--smoke`` runs the smoke presets into
-``--out`` (default: a ``reproduce-smoke`` folder under ``--runs``) in a few minutes.
+that finished under the same code (a commit whose ``src/``, ``configs/`` and ``pyproject.toml`` equal HEAD's:
+committing results between sessions does not restart it) and resumes interrupted training. ``--smoke`` runs the
+smoke presets into ``--out`` (default: a ``reproduce-smoke`` folder under ``--runs``) in a few minutes.
 
 Writes ``<out>/reproduce.json``: the commit, every step's command, exit code and wall time, and the total.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from .errors import ConfigError, FlowcsError
 from .runinfo import git_commit
 
-__all__ = ["add_parser", "run", "plan", "Step", "EXPERIMENTS", "ABLATION"]
+__all__ = ["add_parser", "run", "plan", "same_code", "Step", "EXPERIMENTS", "ABLATION"]
 
 EXPERIMENTS = ("mnist-classify", "mnist-recon", "faces-recon", "mri-4x", "mri-8x")
 #: experiments whose ablation grid is committed (the issue's grid: classification and the 8x MRI)
@@ -68,6 +69,18 @@ def plan(experiments: list[str], smoke: bool, results: Path, runs: Path, device:
                       "--steps", "2,4", "--samples", "1,2", "--quality-images", "2", "--quality-seeds", "2", "--no-rss"]
         steps.append(Step("bench", bench, after=[s.name for s in steps], alone=True, ok=ok))
     return steps
+
+
+def same_code(old: str, new: str) -> bool:
+    """True when commits ``old`` and ``new`` hold the same ``src/``, ``configs/`` and ``pyproject.toml``: results
+    committed between two sessions of one reproduction (a new HEAD) do not restart it."""
+    if old == new:
+        return True
+    if not old or old.endswith("-dirty") or new.endswith("-dirty"):
+        return False
+    diff = subprocess.run(["git", "diff", "--quiet", old, new.removesuffix("-dirty"), "--", "src", "configs",
+                           "pyproject.toml"], capture_output=True)
+    return diff.returncode == 0
 
 
 def _launch(step: Step, log_dir: Path, resume: bool) -> subprocess.Popen:
@@ -113,7 +126,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                    help=f"experiments to regenerate (default all: {', '.join(EXPERIMENTS)})")
     p.add_argument("--smoke", action="store_true", help="smoke presets, into --out (a few minutes)")
-    p.add_argument("--resume", action="store_true", help="skip steps that finished under this commit; resume training")
+    p.add_argument("--resume", action="store_true",
+                   help="skip steps finished under the same code (src/, configs/, pyproject.toml); resume training")
     p.add_argument("--allow-dirty", action="store_true",
                    help="run with uncommitted changes (every result then records a '-dirty' commit)")
     p.add_argument("--jobs", type=int, default=2, help="steps run at the same time, one thread each (default 2)")
@@ -144,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     state_path = out / "reproduce.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.is_file() else {}
-    if state and state.get("git_commit") != commit:
-        state = {}  # another commit: nothing of it counts as done
+    if state and not same_code(state.get("git_commit", ""), commit):
+        state = {}  # other code: nothing of it counts as done
     state.update({"command": "flowcs " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else
                   "flowcs reproduce", "git_commit": commit, "allow_dirty": dirty,
                   "experiments": experiments, "smoke": args.smoke})

@@ -136,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
     during = [*(r["latency_batch1"]["load_during"] for r in payload["runs"].values()), payload["load_after"]]
     valid = quiet_machine(payload["load_before"], during, args.threads)
     payload.update({
-        "valid": valid, "max_load_average": MAX_LOAD, "load_rule": f"1- and 5-minute load averages < {MAX_LOAD} before, "
-        f"1-minute < {MAX_LOAD} + threads during and after", "policy": first["experiment"], "runtime": runtime, "batch": 1,
+        "valid": valid, "max_load_average": MAX_LOAD,
+        "load_rule": f"1- and 5-minute load averages < {MAX_LOAD} before, 1-minute < {MAX_LOAD} + threads during "
+                     "and after", "policy": first["experiment"], "runtime": runtime, "batch": 1,
         "device": str(device), "threads": args.threads, "p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"],
         "p99_ms": lat["p99_ms"], "cpu_p50_ms": lat["cpu_p50_ms"],
         "masks_per_s_batch64": first["throughput"][runtime].get("64", {}).get("masks_per_s"),

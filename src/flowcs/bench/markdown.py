@@ -67,7 +67,8 @@ def bench_markdown(payload: dict) -> str:
              f"{payload['load_before']}, after: {payload['load_after']} ({validity}). `cpu p50` is the calling "
              "thread's CPU time.", "",
              f"Top-level figures ({payload['policy']}, {payload['runtime']}, batch 1, {payload['threads']} thread(s)): "
-             f"p50 {payload['p50_ms']:.2f} ms, p99 {payload['p99_ms']:.2f} ms; {payload['masks_per_s_batch64'] or 'n/a'} "
+             f"p50 {payload['p50_ms']:.2f} ms, p99 {payload['p99_ms']:.2f} ms; "
+             f"{payload['masks_per_s_batch64'] or 'n/a'} "
              f"masks/s at batch 64; ADS / flow per line {payload['ads_over_flow_per_line']}.", ""]
     for name, r in payload["runs"].items():
         lines += _run_section(name, r)

@@ -14,11 +14,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..io import save_with  # noqa: E402
+from .tables import spread  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:
     save_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
+
+
+def _error_bar(mean: float, sp: tuple, scale: float) -> tuple[float, float]:
+    """(below, above) the mean: ± the std, or the bootstrap 95 % interval where there is one seed."""
+    if not sp:
+        return 0.0, 0.0
+    if sp[0] == "std":
+        return sp[1] * scale, sp[1] * scale
+    return mean - sp[1] * scale, sp[2] * scale - mean
 
 
 def plot_metric_vs_budget(payload: dict, path: Path, scale: float = 1.0, ylabel: str | None = None,
@@ -28,12 +38,8 @@ def plot_metric_vs_budget(payload: dict, path: Path, scale: float = 1.0, ylabel:
     budgets = payload["budgets"]
     for name, row in payload["policies"].items():
         mean = [m * scale for m in row["mean"]]
-        std = [s * scale for s in row.get("std", [0] * len(mean))]
-        if not any(std) and row.get("ci95_pooled"):
-            err = [[m - lo * scale for m, (lo, _) in zip(mean, row["ci95_pooled"])],
-                   [hi * scale - m for m, (_, hi) in zip(mean, row["ci95_pooled"])]]
-        else:
-            err = std
+        bars = [_error_bar(m, spread(row, j), scale) for j, m in enumerate(mean)]
+        err = [[lo for lo, _ in bars], [hi for _, hi in bars]]
         style = "--" if name in ("full", "zero-filled") else "-o"
         ax.errorbar(budgets, mean, yerr=err, fmt=style, capsize=3, label=name, markersize=4)
     ax.set_xlabel(xlabel or f"budget ({payload['budget_unit']})")

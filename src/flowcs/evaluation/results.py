@@ -66,8 +66,9 @@ class Results:
 def seed_row(per_seed: list[dict], name: str, budgets: Sequence[int], indices: torch.Tensor | None = None) -> dict:
     """One results row from per-sample values ``per_seed[s][name][budget]`` of several evaluation seeds.
 
-    ``mean`` = mean over seeds of the per-seed means, ``std`` = their spread across seeds (0 with one seed),
-    ``ci95_pooled`` = bootstrap interval of all per-sample values pooled over seeds, ``n`` = samples per seed.
+    ``mean`` = mean over seeds of the per-seed means, ``std_seeds`` = their spread across seeds (0 with one
+    seed), ``ci95`` = bootstrap 95 % interval of the mean over samples (all per-sample values pooled over seeds),
+    ``n`` = samples per seed, ``seeds`` = evaluation seeds.
     ``indices`` restricts the row to a subset of the samples (e.g. a fixed test subset).
     """
     def values(run, b):
@@ -80,7 +81,8 @@ def seed_row(per_seed: list[dict], name: str, budgets: Sequence[int], indices: t
         means.append(float(seed_means.mean()))
         stds.append(float(seed_means.std(unbiased=False)) if len(per_seed) > 1 else 0.0)
         ci.append(list(summarize(torch.cat([values(run, b) for run in per_seed]))["ci95"]))
-    return {"mean": means, "std": stds, "ci95_pooled": ci, "n": int(values(per_seed[0], budgets[0]).numel())}
+    return {"mean": means, "std_seeds": stds, "ci95": ci, "n": int(values(per_seed[0], budgets[0]).numel()),
+            "seeds": len(per_seed)}
 
 
 def mean_pairwise_iou(masks: torch.Tensor) -> float:
@@ -99,6 +101,7 @@ def mean_pairwise_iou(masks: torch.Tensor) -> float:
 
 
 def image_row(values: torch.Tensor) -> dict:
-    """One-budget row from per-image values: mean ± std across images, bootstrap 95 % interval, count."""
+    """One-budget row from per-image values (each already averaged over the evaluation seeds): mean,
+    ``std_images`` = spread across images, ``ci95`` = bootstrap 95 % interval of the mean over images, count."""
     sm = summarize(values)
-    return {"mean": [sm["mean"]], "std": [sm["std"]], "n": sm["n"], "ci95": [list(sm["ci95"])]}
+    return {"mean": [sm["mean"]], "std_images": [sm["std"]], "n": sm["n"], "ci95": [list(sm["ci95"])]}

@@ -4,7 +4,9 @@ Two tables in one ``ablation.json``:
 
 * the paper's App. A rows: the gate steepness κ(t) = a·t^b over a grid of (a, b), Kendall-weighted FM + task loss;
 * the grid of this project's objective choices: acquisition rounds × target estimator × loss mode
-  (``target: none`` only with ``loss: task``).
+  (``target: none`` only with ``loss: task``);
+* MRI: the strength of the centre prior (``priors``), on top of the experiment's own flow settings. The grid rows
+  then run without the prior, so that they show what the flow learns by itself.
 
 Every variant trains ``ablation.loop`` steps as its own stage ``ablation-<label>`` from the same frozen task and
 encoder, and is evaluated on the first ``ablation.val_images`` images of the **validation** split (never the
@@ -36,6 +38,7 @@ class AblationConfig:
     rounds: list[int] = field(default_factory=lambda: [1, 4])
     targets: list[str] = field(default_factory=lambda: ["saliency", "greedy", "self", "none"])
     losses: list[str] = field(default_factory=lambda: ["task", "both"])
+    priors: list[float] = field(default_factory=list)  # MRI: flow.center_prior values (rows on the main settings)
     rates: list[float] = field(default_factory=lambda: [1.0, 4.0, 8.0])  # pixel experiments (MRI: its budget)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, batch_size=128, lr=1e-3,
                                                                    steps_per_epoch=60))
@@ -55,7 +58,10 @@ def ablation_variants(a: AblationConfig) -> list[tuple[str, dict]]:
         if target == "none" and loss != "task":
             continue  # no flow-matching target without one
         changes = {"rounds": int(rounds), "target": target, "loss": loss}
+        if a.priors:
+            changes["center_prior"] = 0.0
         out.append((_label(changes), changes))
+    out += [(_label({"center_prior": float(p)}), {"center_prior": float(p)}) for p in a.priors]
     return out
 
 
@@ -93,7 +99,9 @@ def run_flow_ablation(experiment, ctx, train_flow: Callable) -> dict:
                                        f"batch {loop.batch_size}",
                               notes="Validation images only. Gate rows use loss=both (Kendall weighting) and the "
                                     "experiment's other flow settings; the grid rows vary rounds x target x loss "
-                                    "with the gate of the experiment. winner = best mean over the budgets.")
+                                    "with the gate of the experiment (and no centre prior where prior rows "
+                                    "exist); prior rows change only flow.center_prior. winner = best mean over "
+                                    "the budgets.")
     if ctx.dist.is_main:
         write_results(ctx.results_dir, "ablation", payload, ctx.metadata(data_source=setup.test.source),
                       table_scale=setup.table_scale)

@@ -61,8 +61,9 @@ def compare_payload(setup, cc, names: list[str], res: Results, n_ads: int, notes
         config=to_dict(cc),
         notes=(f"Every policy's mask is read by the same frozen task model "
                f"({', '.join(p.name for p in setup.task_files)}); "
-               f"{_first_note(setup)}. mean = mean over evaluation seeds of the per-seed mean, std = spread across "
-               "seeds. LOUPE/DPS/A-DPS use their deterministic test mode unless config says 'sample'. ADS is "
+               f"{_first_note(setup)}. mean = mean over evaluation seeds of the per-seed mean, std_seeds = spread "
+               "across seeds, ci95 = bootstrap 95 % interval over the per-image values. LOUPE/DPS/A-DPS use their "
+               "deterministic test mode unless config says 'sample'. ADS is "
                "evaluated on a subset (see 'ads'); the 'subsets' block compares every policy on that subset. "
                "decision_time_ms: wall time of propose_many (masks for every budget) per image and per acquired "
                "location of the largest budget, measured in this run on this CPU."),
@@ -127,7 +128,7 @@ def compare_markdown(p: dict) -> str:
     def table(title: str, metric: str, rows: dict) -> None:
         lines.append(f"## {title}\n")
         lines.append(markdown_table({**p, "policies": rows}, scale if metric == "accuracy" else 1.0,
-                                    digits.get(metric, 3)))
+                                    digits.get(metric, 3), metric))
 
     hib = "higher" if p["higher_is_better"] else "lower"
     table(f"{p['metric']} ({hib} is better)", p["metric"], p["policies"])

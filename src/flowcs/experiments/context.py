@@ -57,7 +57,8 @@ class RunContext:
 
     def metadata(self, **extra) -> dict:
         return run_metadata(self.cfg_dict, self.seed, self.device, self.started, self.commit,
-                            {"experiment": self.experiment, "data_root": str(self.data_root), **extra})
+                            {"experiment": self.experiment, "smoke": self.smoke, "data_root": str(self.data_root),
+                             **extra})
 
     def record_data_sources(self, sources: dict) -> None:
         """Remember which data files training used (``<run_dir>/data_sources.json``) for the results."""

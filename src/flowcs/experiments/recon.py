@@ -242,7 +242,7 @@ class ReconExperiment(PixelExperiment):
             if c.eval.full:
                 v = res.values[metric]["full"][budgets[0]][0]
                 v = v if idx is None else v[idx]
-                rows["full"] = {"mean": [float(v.mean())] * len(budgets), "std": [0.0] * len(budgets),
+                rows["full"] = {"mean": [float(v.mean())] * len(budgets), "std_seeds": [0.0] * len(budgets),
                                 "n": int(v.numel()),
                                 "note": "the same frozen U-Net given every pixel (its own error floor; the "
                                         "fully sampled measurement itself is exact)"}
@@ -272,7 +272,8 @@ class ReconExperiment(PixelExperiment):
                    "(total = budget + k0); random sees only the budget, as in the paper. One mask per image, shared "
                    "by all colour channels. Reconstruction U-Net trained on random masks with noise, frozen for "
                    "every policy; evaluation measurements are noiseless. margins: flow better by this much "
-                   "(positive = flow wins) in the primary metric. std = across evaluation seeds."
+                   "(positive = flow wins) in the primary metric. std_seeds = across evaluation seeds, ci95 = "
+                   "bootstrap 95 % interval over the per-image values."
                    + (" Data consistency: measured pixels are returned as measured, the U-Net fills the others."
                       if c.task.data_consistency else "")),
         )
@@ -325,7 +326,7 @@ def results_markdown(payload: dict) -> str:
         for metric, rows in [(block["metric"], block["policies"]), *block.get("extra_metrics", {}).items()]:
             hib = "higher" if METRIC_INFO[metric][0] else "lower"
             out.append(f"## {title}{METRIC_INFO[metric][1]} ({hib} is better)\n")
-            out.append(markdown_table({**payload, "policies": rows}, 1.0, digits[metric]))
+            out.append(markdown_table({**payload, "policies": rows}, 1.0, digits[metric], metric))
 
     tables(payload, "")
     for name, sub in payload.get("subsets", {}).items():

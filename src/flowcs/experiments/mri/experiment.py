@@ -27,7 +27,7 @@ from ...errors import ConfigError
 from ...evaluation.loop import Entry, MaskEvent, evaluate
 from ...evaluation.results import image_row, mean_pairwise_iou
 from ...evaluation.setup import Setup, Split, TrainData
-from ...evaluation.tables import metrics_payload, write_results
+from ...evaluation.tables import metrics_payload, tables_markdown, write_results
 from ...metrics import nmse, psnr, ssim
 from ...operators.fft import complex_abs
 from ...policies.cartesian import EquispacedPolicy, LowFrequencyPolicy, VariableDensityPolicy
@@ -203,7 +203,8 @@ class MRIExperiment(Experiment):
         payload = self._payload(ctx, setup, res, split, flow_masks & ~geometry.lf)
         if ctx.dist.is_main:
             write_results(ctx.results_dir, "metrics", payload,
-                          ctx.metadata(data_source=payload["data"], cpu_time_s=round(time.process_time(), 1)))
+                          ctx.metadata(data_source=payload["data"], cpu_time_s=round(time.process_time(), 1)),
+                          markdown=tables_markdown(payload))
             write_figures(ctx, geometry, payload, fig, density, flow_masks, setup.test.names, c.eval.seeds * n_img)
         return payload
 

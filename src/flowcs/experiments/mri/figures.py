@@ -69,7 +69,7 @@ def write_figures(ctx, geometry: Geometry, payload: dict, fig: dict, density: di
     f, ax = plt.subplots(figsize=(6, 3))
     names = list(payload["policies"])
     means = [payload["policies"][p]["mean"][0] for p in names]
-    stds = [payload["policies"][p]["std"][0] for p in names]
+    stds = [payload["policies"][p]["std_images"][0] for p in names]
     ax.bar(names, means, yerr=stds, capsize=3, color=["C7" if p in ("zero-filled", "full") else "C0" for p in names])
     ax.set_ylabel("SSIM")
     ax.set_ylim(max(0.0, min(means) - 0.1), 1.0)
