@@ -208,8 +208,8 @@ def test_fastmri_folder_of_synthetic_volumes(tmp_path, capsys):
     code, lines, _ = run_inspect(tmp_path, capsys)
     assert code == 0
     text = "\n".join(lines)
-    assert lines[0].endswith("fastMRI single-coil .h5, OK")
-    assert "file_a.h5: 3 slices of 16x12 complex k-space" in text and "ISMRMRD header, synthetic" in text
+    assert lines[0].endswith("fastMRI / ISMRMRD .h5, OK")
+    assert "file_a.h5: 3 slices of single-coil 16x12 complex k-space" in text and "ISMRMRD header, synthetic" in text
     assert "2 volume(s) (2 synthetic), slices per volume 3..25 (total 28; the loader keeps the centre ±10: " \
            "24 slices), k-space 16x12, 16x14" in text
 
@@ -220,6 +220,7 @@ def test_fastmri_problems_one_line_per_file(tmp_path, capsys):
         f.create_dataset("image", data=np.zeros((2, 4, 4), np.float32))
     with h5py.File(tmp_path / "multicoil.h5", "w") as f:
         f.create_dataset("kspace", data=np.zeros((2, 4, 8, 8), np.complex64))
+        f.create_dataset("reconstruction_rss", data=np.zeros((3, 8, 8), np.float32))  # 3 slices, k-space has 2
     kspace = np.ones((3, 16, 12), np.complex64)
     kspace[1, 2, 3] = np.nan
     write_fastmri_volume(tmp_path / "nan.h5", kspace=kspace)
@@ -231,7 +232,7 @@ def test_fastmri_problems_one_line_per_file(tmp_path, capsys):
     found = {p.split(":")[0]: p for p in problems(lines)}
     assert len(problems(lines)) == 5
     assert "no 'kspace' dataset" in found[str(tmp_path / "no_kspace.h5")]
-    assert "multi-coil" in found[str(tmp_path / "multicoil.h5")]
+    assert "'reconstruction_rss' has shape (3, 8, 8), expected (slices=2" in found[str(tmp_path / "multicoil.h5")]
     assert "k-space slice 1 contains 1 NaN/Inf value(s)" in found[str(tmp_path / "nan.h5")]
     assert "not a readable HDF5 file" in found[str(tmp_path / "truncated.h5")]
     assert "not a readable HDF5 file" in found[str(tmp_path / "text.h5")]

@@ -189,12 +189,12 @@ def test_crop_larger_than_the_image_is_a_one_line_error(volume):
 
 
 def test_wrong_rank_and_dtype_are_one_line_errors(tmp_path):
-    multi = tmp_path / "multicoil.h5"
+    multi = tmp_path / "coils_last.h5"
     with h5py.File(multi, "w") as f:
-        f.create_dataset("kspace", data=np.zeros((2, 4, 16, 16), np.complex64))
+        f.create_dataset("kspace", data=np.zeros((2, 96, 80, 4), np.complex64))
     with pytest.raises(DataError) as exc:
         inspect_volume(multi)
-    one_line(exc, str(multi), "multi-coil")
+    one_line(exc, str(multi), "coil axis looks last")
     flat = tmp_path / "rank2.h5"
     with h5py.File(flat, "w") as f:
         f.create_dataset("kspace", data=np.zeros((16, 16), np.complex64))

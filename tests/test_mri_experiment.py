@@ -82,19 +82,21 @@ def test_mri_mask_outputs_lines_per_slice(smoke_run, synthetic_dir, tmp_path, ca
     assert mri_mask.main(["mri", "mask", str(vol), "--acceleration", "4", "--run-dir", str(run_dir),
                           "--out", str(out)]) == 0
     lines = json.loads(out.read_text())
-    assert lines["policy"] == "flow" and lines["lines_per_slice"] == 32 and lines["columns"] == 128
+    # the budget and the LF band are counted on the file's own 136-column grid: round(136 / 4) = 34 lines
+    assert lines["policy"] == "flow" and lines["lines_per_slice"] == 34 and lines["columns"] == 136
+    assert lines["model_columns"] == 128 and lines["effective_acceleration"] == 4.0
     assert [s["slice"] for s in lines["slices"]] == list(range(2, 23))  # centre ± 10
     lf = set(lines["low_frequency_lines"])
-    assert len(lf) == 10
+    assert lf == set(range(63, 74))  # round(0.08 * 136) = 11 central columns, DC (68) inside
     for s in lines["slices"]:
-        assert len(s["lines"]) == 32 == len(set(s["lines"])) and lf <= set(s["lines"])
-        assert all(0 <= c < 136 for c in s["lines_native"]) and len(set(s["lines_native"])) == 32
-        assert 136 // 2 in s["lines_native"]  # the DC line maps onto the native DC line
+        assert len(s["lines"]) == 34 == len(set(s["lines"])) and lf <= set(s["lines"])
+        assert all(0 <= c < 136 for c in s["lines"])
+        assert len(s["lines_model"]) == 32 and all(0 <= c < 128 for c in s["lines_model"])
     npy = tmp_path / "masks.npy"
     assert mri_mask.main(["mri", "mask", str(vol), "--run-dir", str(run_dir), "--out", str(npy),
                           "--policy", "equispaced", "--slices", "all"]) == 0
     masks = np.load(npy)
-    assert masks.shape == (25, 128) and masks.dtype == bool and (masks.sum(1) == 32).all()
+    assert masks.shape == (25, 136) and masks.dtype == bool and (masks.sum(1) == 34).all()
     assert "→" in capsys.readouterr().out
 
 
@@ -110,14 +112,13 @@ def test_mri_mask_bad_input_is_one_line_and_writes_nothing(smoke_run, tmp_path, 
     k = np.array(h5py.File(good, "r")["kspace"])
     k[1, 5, 5] = np.nan
     nan = write_fastmri_volume(tmp_path / "nan.h5", kspace=k)
-    small = write_fastmri_volume(tmp_path / "small.h5", n_slices=2, rows=100, cols=136, seed=2)
     cases = [(nokspace, [], "no 'kspace' dataset"), (truncated, [], "truncated or corrupt"),
-             (nan, [], "NaN/Inf"), (small, [], "larger than the 100x136 image"),
-             (good, ["--acceleration", "16"], "fewer than the 10-line low-frequency band")]
+             (nan, [], "NaN/Inf"), (good, ["--acceleration", "16"], "fewer than the 10-line low-frequency band")]
     for path, extra, fragment in cases:
         code = mri_mask.main(["mri", "mask", str(path), "--run-dir", str(run_dir), "--out", str(out), *extra])
         assert code != 0
-        assert_one_line_error(capsys.readouterr().err, str(path), fragment)
+        named = "128-column model grid" if extra else str(path)  # a too-high acceleration fails before any file
+        assert_one_line_error(capsys.readouterr().err, named, fragment)
         assert not out.exists() and not list(tmp_path.glob(".lines.json.*"))
     code = mri_mask.main(["mri", "mask", str(good), "--run-dir", str(tmp_path), "--out", str(out)])
     assert code != 0 and "config.yaml" in capsys.readouterr().err

@@ -1,11 +1,15 @@
-"""fastMRI single-coil ``.h5`` volumes: validation, centre slices, image-space centre crop, lazy slice reads.
+"""fastMRI ``.h5`` volumes (single- and multi-coil): validation, centre slices, image-space crop, lazy reads.
 
-Official single-coil layout (fastMRI knee, Zbontar et al. 2018):
+Official layouts (fastMRI, Zbontar et al. 2018):
 
-* ``kspace``: complex64, shape (slices, rows, cols), e.g. (35, 640, 368) — fully sampled, centred
-  (``image = fftshift(ifft2(ifftshift(kspace), norm="ortho"))``);
+* single-coil ``kspace``: complex64, shape (slices, rows, cols), e.g. (35, 640, 368) — fully sampled,
+  centred (``image = fftshift(ifft2(ifftshift(kspace), norm="ortho"))``);
+* multi-coil ``kspace``: complex64, shape (slices, coils, rows, cols), e.g. (16, 15, 640, 368); each slice
+  is reduced to one SVD virtual coil (:mod:`flowcs.data.coils`: linear in k-space, so a mask chosen on it
+  is a mask for the measured coils) and ``reconstruction_rss`` (slices, 320, 320), or the RSS computed
+  from the coils, is the reference magnitude (:func:`read_rss`);
 * ``ismrmrd_header``: the ISMRMRD XML header (bytes);
-* ``reconstruction_esc``: (slices, 320, 320) float32 magnitude target (train/val files only);
+* ``reconstruction_esc`` / ``reconstruction_rss``: (slices, 320, 320) float32 magnitude targets;
 * attributes ``acquisition``, ``max``, ``norm``, ``patient_id``.
 
 What flowcs does with a volume (SPEC §6): keep the slices ``centre ± 10`` (centre = slices // 2,
@@ -15,8 +19,9 @@ and hand that complex image on; the k-space operator re-FFTs it, so the sampled 
 the cropped image's k-space grid. A crop larger than the image is an error, never padding.
 
 Everything a damaged or foreign file can do ends in a one-line :class:`DataError` that starts
-with the file path: not HDF5 / truncated, no ``kspace``, wrong rank (e.g. multi-coil), non-complex
-values, NaN/Inf values, a crop larger than the image.
+with the file path: not HDF5 / truncated, a MATLAB file, no ``kspace``, wrong rank, a coil axis in the
+wrong place, non-complex values, NaN/Inf values, a ``reconstruction_rss`` that does not match the
+k-space, a crop larger than the image.
 
 Reads are lazy and per slice. h5py handles are opened on first use *inside the process that reads*
 (the known h5py + DataLoader problem: a handle opened in the parent and inherited by forked
@@ -40,6 +45,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from ..operators.fft import ifft2c, to_real
+from .coils import rss, virtual_coil
 
 __all__ = [
     "SLICE_HALF_WIDTH",
@@ -51,13 +57,17 @@ __all__ = [
     "find_volumes",
     "inspect_volume",
     "kspace_to_image",
+    "read_rss",
     "read_slice",
     "read_volume_images",
+    "slice_image",
     "split_volumes",
 ]
 
 #: slices kept on each side of the centre slice
 SLICE_HALF_WIDTH = 10
+#: more "coils" than this on an axis means that axis is an image axis (fastMRI has 4–32 coils)
+MAX_COILS = 64
 
 
 @dataclass(frozen=True)
@@ -68,11 +78,20 @@ class VolumeInfo:
     cols: int
     attrs: dict = field(default_factory=dict)
     has_header: bool = False
+    coils: int = 1
+    rank: int = 3  # 3: single-coil (slices, rows, cols); 4: multi-coil (slices, coils, rows, cols)
+
+    @property
+    def multicoil(self) -> bool:
+        return self.rank == 4
 
 
 def _open(path: Path) -> h5py.File:
     if not path.is_file():
         raise DataError(f"{path}: fastMRI file not found")
+    with open(path, "rb") as fh:
+        if fh.read(6) == b"MATLAB":
+            raise DataError(f"{path}: a MATLAB .mat file, not a fastMRI / ISMRMRD .h5 file (wrong format)")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -95,19 +114,30 @@ def _reading(path: Path) -> Iterator[h5py.File]:
 def _check_kspace(path: Path, f: h5py.File) -> h5py.Dataset:
     if "kspace" not in f:
         found = ", ".join(sorted(f.keys())[:8]) or "nothing"
-        raise DataError(f"{path}: no 'kspace' dataset (found: {found}); not a fastMRI single-coil file")
+        hint = " (an ISMRMRD raw-data file: read it with flowcs.data.ismrmrd_raw)" if "dataset" in f else ""
+        raise DataError(f"{path}: no 'kspace' dataset (found: {found}); not a fastMRI file{hint}")
     ks = f["kspace"]
     if not isinstance(ks, h5py.Dataset):
-        raise DataError(f"{path}: 'kspace' is a group, expected a (slices, rows, cols) complex dataset")
-    if ks.ndim == 4:
-        raise DataError(f"{path}: 'kspace' has shape {ks.shape} (multi-coil); flowcs reads single-coil "
-                        "k-space of shape (slices, rows, cols) — combine the coils first")
-    if ks.ndim != 3:
-        raise DataError(f"{path}: 'kspace' has rank {ks.ndim} (shape {ks.shape}), expected 3: (slices, rows, cols)")
+        raise DataError(f"{path}: 'kspace' is a group, expected a (slices, [coils,] rows, cols) complex dataset")
+    if ks.ndim not in (3, 4):
+        raise DataError(f"{path}: 'kspace' has rank {ks.ndim} (shape {ks.shape}), expected 3 (slices, rows, cols) "
+                        "or 4 (slices, coils, rows, cols)")
+    if ks.ndim == 4 and ks.shape[1] > MAX_COILS and ks.shape[3] <= MAX_COILS:
+        raise DataError(f"{path}: 'kspace' has shape {ks.shape}: the coil axis looks last; fastMRI multi-coil "
+                        "k-space is (slices, coils, rows, cols)")
+    if ks.ndim == 4 and ks.shape[1] > MAX_COILS:
+        raise DataError(f"{path}: 'kspace' has shape {ks.shape}: {ks.shape[1]} coils is implausible; expected "
+                        f"(slices, coils <= {MAX_COILS}, rows, cols)")
     if ks.dtype.kind != "c":
         raise DataError(f"{path}: 'kspace' has dtype {ks.dtype}, expected complex values")
     if min(ks.shape) < 1:
         raise DataError(f"{path}: 'kspace' is empty (shape {ks.shape})")
+    if "reconstruction_rss" in f:
+        r = f["reconstruction_rss"]
+        if not isinstance(r, h5py.Dataset) or r.ndim != 3 or r.shape[0] != ks.shape[0]:
+            shape = getattr(r, "shape", "a group")
+            raise DataError(f"{path}: 'reconstruction_rss' has shape {shape}, expected (slices={ks.shape[0]}, "
+                            "height, width) to match 'kspace'")
     return ks
 
 
@@ -129,8 +159,9 @@ def inspect_volume(path: str | os.PathLike) -> VolumeInfo:
     path = Path(path)
     with _reading(path) as f:
         ks = _check_kspace(path, f)
-        return VolumeInfo(path, int(ks.shape[0]), int(ks.shape[1]), int(ks.shape[2]), _attrs(f),
-                          "ismrmrd_header" in f)
+        rows, cols = int(ks.shape[-2]), int(ks.shape[-1])
+        return VolumeInfo(path, int(ks.shape[0]), rows, cols, _attrs(f), "ismrmrd_header" in f,
+                          int(ks.shape[1]) if ks.ndim == 4 else 1, ks.ndim)
 
 
 def center_slices(n_slices: int, half_width: int = SLICE_HALF_WIDTH) -> list[int]:
@@ -153,6 +184,11 @@ def check_finite(path: Path | str, array: np.ndarray, what: str) -> np.ndarray:
 def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
     """Centred orthonormal inverse 2-D FFT of a complex (…, rows, cols) array (the flowcs convention)."""
     return ifft2c(torch.from_numpy(np.ascontiguousarray(kspace, dtype=np.complex64))).numpy()
+
+
+def slice_image(kspace: np.ndarray) -> np.ndarray:
+    """Complex (rows, cols) image of one slice: (rows, cols) single-coil, or (coils, rows, cols) → SVD virtual coil."""
+    return kspace_to_image(virtual_coil(kspace, 0) if kspace.ndim == 3 else kspace)
 
 
 def center_crop(image: np.ndarray, size: int, path: Path | str = "<array>") -> np.ndarray:
@@ -182,7 +218,7 @@ def read_slice(path: str | os.PathLike, index: int, size: int | None = None) -> 
     path = Path(path)
     with _reading(path) as f:
         ks = _check_kspace(path, f)
-        img = kspace_to_image(_read_kspace_slice(path, ks, index))
+        img = slice_image(_read_kspace_slice(path, ks, index))
     return center_crop(img, size, path) if size else img
 
 
@@ -199,9 +235,21 @@ def read_volume_images(path: str | os.PathLike, size: int | None = None,
         idx = list(range(ks.shape[0])) if half_width is None else center_slices(ks.shape[0], half_width)
         if size and (size > ks.shape[1] or size > ks.shape[2]):
             raise DataError(f"{path}: crop {size}x{size} is larger than the {ks.shape[1]}x{ks.shape[2]} image")
-        imgs = [kspace_to_image(_read_kspace_slice(path, ks, i)) for i in idx]
+        imgs = [slice_image(_read_kspace_slice(path, ks, i)) for i in idx]
     out = np.stack(imgs)
     return (center_crop(out, size, path) if size else out), idx
+
+
+def read_rss(path: str | os.PathLike, index: int) -> np.ndarray:
+    """Reference magnitude of one slice: ``reconstruction_rss`` when the file has it, else the RSS of the coil
+    images (full size; for a single-coil file the magnitude of its image)."""
+    path = Path(path)
+    with _reading(path) as f:
+        ks = _check_kspace(path, f)
+        k = _read_kspace_slice(path, ks, index)
+        if "reconstruction_rss" in f:
+            return check_finite(path, np.asarray(f["reconstruction_rss"][index], np.float32), "reconstruction_rss")
+    return rss(kspace_to_image(k), 0) if k.ndim == 3 else np.abs(kspace_to_image(k)).astype(np.float32)
 
 
 def find_volumes(folder: str | os.PathLike) -> list[Path]:
@@ -280,7 +328,7 @@ class FastMRISlices(Dataset):
         """Complex64 (size, size) image of item ``i``."""
         fi, s = self.slices[i]
         k = _read_kspace_slice(self.files[fi], self._dataset(fi), s)
-        return center_crop(kspace_to_image(k), self.size, self.files[fi])
+        return center_crop(slice_image(k), self.size, self.files[fi])
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return to_real(torch.from_numpy(np.ascontiguousarray(self.image(i))))

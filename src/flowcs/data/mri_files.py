@@ -48,6 +48,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..operators.fft import fft2c, ifft2c
 from ..operators.kspace import low_frequency_band
+from .coils import coil_compress
 from .fastmri import FastMRISlices, check_finite, find_volumes, split_volumes
 
 __all__ = [
@@ -124,21 +125,6 @@ def read_espirit_kspace(path: str | os.PathLike, key: str = "DATA") -> np.ndarra
         raise DataError(f"{path}: '{key}' has shape {k.shape} and dtype {k.dtype}, "
                         "expected complex (readout, phase-encode, coils)")
     return check_finite(path, k, f"'{key}'")
-
-
-def coil_compress(kspace: np.ndarray, n_virtual: int = 1) -> np.ndarray:
-    """SVD coil compression over the last axis: (…, coils) → (…, n_virtual).
-
-    The virtual coils are the leading principal components of the coil covariance (the right singular
-    vectors of the samples × coils matrix), so virtual coil 1 keeps the largest share of the energy.
-    A linear combination per k-space sample, so it is the same in image space.
-    """
-    coils = kspace.shape[-1]
-    if not 1 <= n_virtual <= coils:
-        raise ConfigError(f"n_virtual must be in [1, {coils}], got {n_virtual}")
-    flat = kspace.reshape(-1, coils)
-    _, _, vh = np.linalg.svd(flat, full_matrices=False)
-    return (flat @ vh.conj().T[:, :n_virtual]).reshape(*kspace.shape[:-1], n_virtual)
 
 
 def espirit_image(path: str | os.PathLike, key: str = "DATA", drop_zero_columns: bool = True) -> np.ndarray:
@@ -341,7 +327,9 @@ def build_mri_splits(
     if source == "kellman":
         folder = resolve(kellman_dir)
         if not folder.is_dir():
-            raise DataError(f"{folder}: Kellman data folder not found")
+            raise DataError(f"{folder}: Kellman data folder not found (the PKdata*.mat files of the ISMRM 2012 "
+                            "fat-water challenge; see docs/data.md) — or train on your own fastMRI .h5 folder: "
+                            "--set data.source=fastmri --set data.fastmri_dir=DIR")
         files = sorted(folder.glob("*.mat"), key=lambda p: p.name)
         names = {p.name for p in files}
         for f in [*val_files, *test_files]:

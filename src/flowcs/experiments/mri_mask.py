@@ -1,17 +1,18 @@
-"""``flowcs mri mask FILE.h5 --acceleration 8 --run-dir runs/mri-8x --out lines.json``.
+"""``flowcs mri mask FILE_OR_FOLDER --acceleration 8 --run-dir runs/mri-8x --out lines.json``.
 
-Given a fastMRI single-coil volume and a trained MRI run, output the k-space lines a policy chooses for every
-selected slice — what an MRI engineer would call. Per slice: take the image (centred inverse FFT), centre-crop
-it to the run's size, acquire the central low-frequency band, reconstruct its zero-filled magnitude, and let
-the policy (default: the trained flow) pick the remaining ``round(size / acceleration) − |LF band|`` columns.
+Given raw k-space (fastMRI single- or multi-coil ``.h5``, ISMRMRD ``.h5``; a folder of them) and a trained MRI
+run, output the k-space lines a policy chooses for every selected slice **on the file's own phase-encode
+grid** — what the scanner would play out (:mod:`flowcs.experiments.mri.native`): the LF band and the budget
+``round(cols / acceleration)`` are counted on that grid, the policy sees only the native LF lines, and its
+choice on the model's ``size``-column grid is mapped to exactly that many native lines
+(:mod:`flowcs.operators.line_grid`).
 
-Output (written atomically, only after every slice succeeded):
+Output (written atomically, only after every slice of a file succeeded; a folder gives one file per volume):
 
-* ``.json``: run/file metadata, the LF lines, and per slice the chosen columns (``lines``, indices in the
-  run's size-column grid, LF band included) and ``lines_native`` — the nearest column of the file's own
-  k-space grid at the same spatial frequency (the crop shrinks the field of view by ``size / cols``, so
-  model column j ↔ native column ``cols // 2 + (j − size // 2) · cols / size``);
-* ``.npy``: a bool array (slices, size) of the full masks (LF band included).
+* ``.json``: run/file metadata, the native LF lines, the effective acceleration ``cols / lines``, and per
+  slice the chosen native columns (``lines``, 0-based, LF band included) and the model-grid choice
+  (``lines_model``);
+* ``.npy``: a bool array (slices, cols) of the native masks (LF band included).
 """
 
 from __future__ import annotations
@@ -22,20 +23,23 @@ from pathlib import Path
 
 # Only light imports at module level: the CLI builds its parser (add_parser) on every call.
 SLICE_HALF_WIDTH = 10  # = flowcs.data.fastmri.SLICE_HALF_WIDTH (checked in tests)
-POLICIES = ("flow", "random", "equispaced", "variable-density", "low-frequency")
+POLICIES = ("flow", "random", "equispaced", "variable-density", "low-frequency")  # = mri.native.POLICIES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``mri`` (with the ``mask`` action) to an argparse sub-parser collection; returns the ``mri`` parser."""
-    p = subparsers.add_parser("mri", help="MRI tools (choose k-space lines for a fastMRI .h5 volume)")
+    p = subparsers.add_parser("mri", help="MRI tools (choose k-space lines for fastMRI / ISMRMRD raw data)")
     sub = p.add_subparsers(dest="mri_command", required=True, metavar="ACTION")
-    m = sub.add_parser("mask", help="output the k-space lines a trained policy chooses, per slice")
-    m.add_argument("file", help="fastMRI single-coil .h5 volume (kspace: slices x rows x cols, complex)")
+    m = sub.add_parser("mask", help="output the k-space lines a trained policy chooses, per slice, on the file's grid")
+    m.add_argument("file", metavar="PATH", help="fastMRI single- or multi-coil .h5, ISMRMRD .h5, or a folder of them")
     m.add_argument("--acceleration", type=float, default=None,
-                   help="acceleration factor; total lines = round(size / acceleration) including the LF band "
-                        "(default: the run's)")
+                   help="acceleration factor; lines = round(cols / acceleration) on the file's own grid, LF band "
+                        "included (default: the run's)")
     m.add_argument("--run-dir", required=True, metavar="DIR", help="a trained mri-4x / mri-8x run directory")
-    m.add_argument("--out", required=True, metavar="FILE", help="output .json (lines per slice) or .npy (masks)")
+    m.add_argument("--out", required=True, metavar="PATH",
+                   help="output .json (lines per slice) or .npy (masks); for a folder: an output folder")
+    m.add_argument("--format", default="json", choices=["json", "npy"],
+                   help="file type written per volume when PATH is a folder (default json)")
     m.add_argument("--policy", default="flow", choices=POLICIES, help="policy choosing the lines (default flow)")
     m.add_argument("--slices", default="center", choices=["center", "all"],
                    help=f"center: centre ±{SLICE_HALF_WIDTH} slices (default); all: every slice")
@@ -44,96 +48,83 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def choose_lines(file: str | Path, run_dir: str | Path, acceleration: float | None = None, policy: str = "flow",
-                 all_slices: bool = False, seed: int = 0, device: str = "cpu") -> dict:
-    """Compute the lines (no file written). Returns the JSON payload plus ``masks`` (bool (slices, size))."""
-    import time
+def choose_lines(file: str | Path, run_dir: str | Path | None = None, acceleration: float | None = None,
+                 policy: str = "flow", all_slices: bool = False, seed: int = 0, device: str = "cpu",
+                 masker=None) -> dict:
+    """Lines for one file (no file written). Returns the JSON payload plus ``masks`` (bool (slices, cols)).
 
-    import torch
-
-    from ..data.fastmri import read_volume_images
-    from ..errors import ConfigError
-    from ..operators.kspace import KSpaceLineOperator, low_frequency_band
-    from ..policies import RandomPolicy
-    from ..policies.cartesian import EquispacedPolicy, LowFrequencyPolicy, VariableDensityPolicy
-    from . import get_experiment
+    ``masker`` (a :class:`~flowcs.experiments.mri.native.NativeMasker`) reuses a loaded run across files.
+    """
+    from ..data.kspace_files import read_kspace_images
     from .context import load_run
-    from .mri import Geometry, lf_condition, line_budget, normalise
+    from .mri.native import NativeMasker
 
     file = Path(file)
-    ctx = load_run(run_dir, device, experiments=("mri-4x", "mri-8x"))
-    m = ctx.cfg.mri
-    acc = m.acceleration if acceleration is None else acceleration
-    total, n_lf, k = line_budget(m.size, acc, m.lf_fraction, where=f"{file}: ")
-    images, slice_idx = read_volume_images(file, m.size, None if all_slices else SLICE_HALF_WIDTH)
-    native_cols = _native_cols(file)
-    setup = Geometry(m.size, KSpaceLineOperator(m.size, m.size, 0.0), low_frequency_band(m.size, m.lf_fraction),
-                     total, n_lf, k, ctx.cfg.encoder.pool)
-    if policy == "flow":
-        pol = get_experiment(ctx.experiment).flow_policy(ctx)
-    elif policy == "random":
-        pol = RandomPolicy(m.size)
-    elif policy == "equispaced":
-        pol = EquispacedPolicy(m.size)
-    elif policy == "variable-density":
-        pol = VariableDensityPolicy(m.size, ctx.cfg.eval.vd_power)
-    elif policy == "low-frequency":
-        pol = LowFrequencyPolicy(m.size)
-    else:
-        raise ConfigError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    x = normalise(torch.from_numpy(images), m.lf_fraction).to(ctx.device)
-    acq = setup.acquired(x.shape[0], x.device)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        cond = lf_condition(setup.operator, x, acq, noisy=False, pool=ctx.cfg.encoder.pool)  # the file's noise is real
-        masks = pol.propose(cond, k, acq, torch.Generator().manual_seed(seed)).cpu()
-    ms = 1000 * (time.perf_counter() - t0) / max(1, x.shape[0])
-    lf_lines = setup.lf.nonzero().flatten().tolist()
-
-    def native(cols: list[int]) -> list[int]:
-        return [int(round(native_cols // 2 + (j - m.size // 2) * native_cols / m.size)) for j in cols]
-
-    slices = [{"slice": int(s), "lines": masks[i].nonzero().flatten().tolist(),
-               "lines_native": native(masks[i].nonzero().flatten().tolist())} for i, s in enumerate(slice_idx)]
+    if masker is None:
+        masker = NativeMasker(load_run(run_dir, device, experiments=("mri-4x", "mri-8x")), policy, acceleration)
+    data = read_kspace_images(file, None if all_slices else SLICE_HALF_WIDTH)
+    masker.budget(data.cols, f"{file}: ")  # a budget that does not fit fails before any work
+    out = masker.masks(data.images, seed, f"{file}: ")
+    ctx = masker.ctx
+    slices = [{"slice": int(s), "lines": out.native[i].nonzero().flatten().tolist(),
+               "lines_model": out.model[i].nonzero().flatten().tolist()} for i, s in enumerate(data.slices)]
     return {
-        "file": str(file), "experiment": ctx.experiment, "run_dir": str(run_dir), "policy": policy,
-        "acceleration": acc, "image_size": [m.size, m.size], "columns": m.size, "native_columns": native_cols,
-        "lines_per_slice": total, "low_frequency_lines": lf_lines, "policy_lines_per_slice": k,
-        "ms_per_slice": round(ms, 2), "seed": seed, "slices": slices,
-        "note": ("lines = column indices (0-based) of the k-space of the centre-cropped size x size image, LF band "
-                 "included; lines_native = nearest column of the file's k-space at the same spatial frequency"),
-        "masks": masks,
+        "file": str(file), "format": data.format, "coils": data.coils, "experiment": ctx.experiment,
+        "run_dir": str(ctx.run_dir), "policy": masker.policy_name, "acceleration": masker.acceleration,
+        "columns": out.cols, "lines_per_slice": out.total,
+        "effective_acceleration": round(out.cols / out.total, 4),
+        "low_frequency_lines": out.lf.nonzero().flatten().tolist(), "model_columns": masker.size,
+        "ms_per_slice": round(out.ms_per_slice, 2), "seed": seed, "slices": slices,
+        "note": ("lines = column indices (0-based) of the file's own k-space grid (multi-coil: every coil), LF band "
+                 "included; lines_model = the policy's choice on the run's model grid (flowcs.operators.line_grid)"),
+        "masks": out.native,
     }
 
 
-def _native_cols(file: Path) -> int:
-    from ..data.fastmri import inspect_volume
-
-    return inspect_volume(file).cols
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point for ``flowcs mri mask``; user errors raise :class:`FlowcsError` (the CLI prints one line)."""
+def _write(out: Path, payload: dict) -> None:
     import numpy as np
 
-    from ..errors import ConfigError
     from ..io import save_with, write_json
 
-    if getattr(args, "mri_command", "mask") != "mask":
-        raise ConfigError(f"unknown mri action {args.mri_command!r}")
-    out = Path(args.out)
-    if out.suffix not in (".json", ".npy"):
-        raise ConfigError(f"{out}: --out must end in .json or .npy")
-    payload = choose_lines(args.file, args.run_dir, args.acceleration, args.policy, args.slices == "all",
-                           args.seed, args.device)
     masks = payload.pop("masks")
     if out.suffix == ".npy":
         save_with(out, lambda fh: np.save(fh, masks.numpy()))
     else:
         write_json(out, payload)
-    print(f"{len(payload['slices'])} slice(s), {payload['lines_per_slice']} of {payload['columns']} lines each "
-          f"({len(payload['low_frequency_lines'])} low-frequency + {payload['policy_lines_per_slice']} chosen by "
-          f"{payload['policy']}, {payload['ms_per_slice']:.1f} ms/slice) → {out}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for ``flowcs mri mask``; user errors raise :class:`FlowcsError` (the CLI prints one line)."""
+    from tqdm.auto import tqdm
+
+    from ..data.kspace_files import find_kspace_files
+    from ..errors import ConfigError
+    from .context import load_run
+    from .mri.native import NativeMasker
+
+    if getattr(args, "mri_command", "mask") != "mask":
+        raise ConfigError(f"unknown mri action {args.mri_command!r}")
+    out = Path(args.out)
+    folder = Path(args.file).is_dir()
+    if not folder and out.suffix not in (".json", ".npy"):
+        raise ConfigError(f"{out}: --out must end in .json or .npy")
+    if folder and out.suffix in (".json", ".npy"):
+        raise ConfigError(f"{out}: for a folder of volumes --out is an output folder (one file per volume)")
+    files = find_kspace_files(args.file)
+    ctx = load_run(args.run_dir, args.device, experiments=("mri-4x", "mri-8x"))
+    masker = NativeMasker(ctx, args.policy, args.acceleration)
+    for f in tqdm(files, desc="volumes", disable=len(files) == 1, unit="vol"):
+        payload = choose_lines(f, acceleration=args.acceleration, policy=args.policy,
+                               all_slices=args.slices == "all", seed=args.seed, masker=masker)
+        target = out / f"{f.stem}.{args.format}" if folder else out
+        summary = (f"{f.name}: {len(payload['slices'])} slice(s), {payload['lines_per_slice']} of "
+                   f"{payload['columns']} lines each (effective acceleration {payload['effective_acceleration']:.2f}x "
+                   f"on the file's grid; {len(payload['low_frequency_lines'])} low-frequency + the rest chosen by "
+                   f"{payload['policy']}, {payload['ms_per_slice']:.1f} ms/slice) → {target}")
+        if folder:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        _write(target, payload)
+        tqdm.write(summary)
     return 0
 
 

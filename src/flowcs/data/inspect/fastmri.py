@@ -1,4 +1,4 @@
-"""fastMRI ``.h5`` volumes for ``flowcs data inspect``."""
+"""fastMRI (single- and multi-coil) and ISMRMRD ``.h5`` files for ``flowcs data inspect``."""
 
 from __future__ import annotations
 
@@ -17,15 +17,28 @@ def _is_h5(path: Path) -> bool:
     return path.suffix.lower() in (".h5", ".hdf5")
 
 
-@register("fastMRI single-coil .h5", _is_h5)
+def _ismrmrd_line(f: Path) -> str:
+    from ..ismrmrd_raw import read_ismrmrd
+
+    raw = read_ismrmrd(f)  # header, Cartesian 2-D, fully sampled, finite
+    s, c, r, n = raw.kspace.shape
+    return (f"{f.name}: ISMRMRD raw data, {s} slice(s) x {c} coil(s) x {r} readout samples x {n} phase-encode "
+            f"lines (fully sampled Cartesian; {raw.skipped} noise/navigator/other acquisitions skipped)")
+
+
+@register("fastMRI / ISMRMRD .h5", _is_h5)
 def _check_h5(files: list[Path], folder: Path | None, report: Report) -> None:
     from ..fastmri import SLICE_HALF_WIDTH, center_slices, inspect_volume, read_volume_images
+    from ..ismrmrd_raw import is_ismrmrd
 
     lines, shapes, slices, used = [], Counter(), [], 0
     synthetic, peak = 0, 0.0
     for f in files:
         try:
-            info = inspect_volume(f)  # layout: kspace present, rank 3, complex, not empty
+            if is_ismrmrd(f):
+                lines.append(_ismrmrd_line(f))
+                continue
+            info = inspect_volume(f)  # layout: kspace present, rank 3 or 4, coil axis, complex, not empty
             images, _ = read_volume_images(f, half_width=None)  # every slice: readable and finite
         except DataError as exc:
             report.problems.append(str(exc))
@@ -41,7 +54,8 @@ def _check_h5(files: list[Path], folder: Path | None, report: Report) -> None:
         slices.append(info.n_slices)
         used += len(center_slices(info.n_slices, SLICE_HALF_WIDTH))
         acq = info.attrs.get("acquisition")
-        lines.append(f"{f.name}: {info.n_slices} slices of {info.rows}x{info.cols} complex k-space, "
+        coils = f"{info.coils}-coil " if info.multicoil else "single-coil "
+        lines.append(f"{f.name}: {info.n_slices} slices of {coils}{info.rows}x{info.cols} complex k-space, "
                      f"|image| max {mag:.4g}" + (f", {acq}" if acq else "") +
                      (", ISMRMRD header" if info.has_header else ", no ISMRMRD header") +
                      (", synthetic" if is_synth else ""))

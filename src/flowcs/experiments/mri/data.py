@@ -89,7 +89,8 @@ def describe_data(ctx: RunContext, splits: dict[str, ImageSet]) -> dict:
             out["brain_test"] = str(ctx.data_root / d.brain_test) + " (8-coil k-space, SVD-compressed to 1 coil)"
     else:
         out["root"] = str(d.fastmri_dir)
-        out["note"] = f"fastMRI single-coil .h5 volumes, split by volume, centre ±{d.half_slices} slices"
+        out["note"] = (f"fastMRI .h5 volumes (multi-coil: one SVD virtual coil per slice), split by volume, "
+                       f"centre ±{d.half_slices} slices")
     for name, s in splits.items():
         out[name] = s.describe()
     return out

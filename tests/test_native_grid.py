@@ -1,0 +1,207 @@
+"""Masks on the acquisition's own phase-encode grid: the grid rule, `flowcs mri mask` on single-coil, multi-coil and
+ISMRMRD files and folders, and FlowMaskFunc's fastMRI MaskFunc contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from flowcs.data.synthetic import write_fastmri_volume, write_synthetic_dataset
+from flowcs.errors import ConfigError
+from flowcs.experiments import mri_mask
+from flowcs.experiments.context import load_run
+from flowcs.experiments.mri.native import NativeMasker
+from flowcs.operators.kspace import low_frequency_band
+from flowcs.operators.line_grid import model_columns, native_budget, to_native
+from flowcs.pipeline import FlowMaskFunc, seed_to_int
+from flowcs.policies.base import ScorePolicy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- the grid rule
+
+
+@pytest.mark.parametrize("cols", [96, 127, 128, 137, 168, 192, 256, 368, 372])
+@pytest.mark.parametrize("acceleration", [4.0, 8.0])
+def test_native_masks_have_exactly_the_budget_and_a_contiguous_lf_band(cols, acceleration):
+    size, lf_fraction = 128, 0.08 if acceleration == 4 else 0.04
+    total, lf = native_budget(cols, acceleration, lf_fraction)
+    assert total == int(np.floor(cols / acceleration + 0.5))
+    band = lf.nonzero().flatten()
+    assert band.numel() == max(1, round(lf_fraction * cols)) and cols // 2 in band.tolist()
+    assert (band.diff() == 1).all()  # contiguous
+    g = torch.Generator().manual_seed(cols)
+    model = torch.rand(5, size, generator=g) < 0.25
+    native = to_native(model, cols, total, lf)
+    assert native.shape == (5, cols) and (native.sum(1) == total).all()
+    assert (native[:, lf]).all()
+
+
+def test_native_mask_follows_the_chosen_frequencies():
+    size, cols = 128, 368
+    total, lf = native_budget(cols, 4.0, 0.08)
+    model = low_frequency_band(size, 0.08).clone()
+    model[[10, 100, 120]] = True
+    native = to_native(model[None], cols, total, lf)[0]
+    cover = model_columns(cols, size)
+    # every native column covered by a chosen model line is taken while the budget lasts (here it lasts)
+    assert int(model[cover].sum()) <= total
+    assert native[model[cover]].all()
+    # the DC column maps onto the DC column; the model grid's edges onto the native edges
+    assert cover[cols // 2] == size // 2 and cover[0] == 0 and cover[-1] == size - 1
+    # same grid, same LF band: the rule returns the model's own mask
+    t, lf_same = native_budget(size, 4.0, 0.08)
+    same = low_frequency_band(size, 0.08).clone()
+    same[torch.arange(0, size, 6)] = True
+    same_mask = same.clone()
+    extra = (~same_mask).nonzero().flatten()[: t - int(same_mask.sum())]
+    same_mask[extra] = True
+    assert torch.equal(to_native(same_mask[None], size, t, lf_same)[0], same_mask)
+
+
+def test_a_budget_below_the_lf_band_is_refused():
+    with pytest.raises(ConfigError, match="fewer than the"):
+        native_budget(128, 30.0, 0.08)
+
+
+# ----------------------------------------------------------------------------- with a trained (smoke) run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("fastmri")
+    write_synthetic_dataset(data, 5, n_slices=3, rows=160, cols=136, seed=0)
+    run_dir = tmp_path_factory.mktemp("mri-smoke")
+    proc = subprocess.run([sys.executable, "-m", "flowcs", "run", "mri-4x", "--smoke", "--run-dir", str(run_dir),
+                           "--device", "cpu", "--set", "data.source=fastmri", "--set", f"data.fastmri_dir={data}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def multicoil_volume(path: Path, n_slices=3, coils=4, rows=160, cols=151, seed=0) -> Path:
+    single = write_fastmri_volume(path.with_name("single_" + path.name), n_slices=n_slices, rows=rows, cols=cols,
+                                  seed=seed)
+    k = np.array(h5py.File(single, "r")["kspace"])
+    rng = np.random.default_rng(seed)
+    weights = (rng.standard_normal(coils) + 1j * rng.standard_normal(coils)).astype(np.complex64)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=k[:, None] * weights[None, :, None, None])
+    return path
+
+
+def test_mri_mask_on_multicoil_and_ismrmrd_files_and_a_folder(smoke_run, tmp_path, capsys):
+    out = tmp_path / "multi.json"
+    vol = multicoil_volume(tmp_path / "multi.h5", cols=151)
+    assert mri_mask.main(["mri", "mask", str(vol), "--run-dir", str(smoke_run), "--out", str(out),
+                          "--acceleration", "4"]) == 0
+    got = json.loads(out.read_text())
+    assert got["format"] == "fastmri-multicoil" and got["coils"] == 4 and got["columns"] == 151
+    assert got["lines_per_slice"] == 38 and got["effective_acceleration"] == round(151 / 38, 4)
+    lf = set(got["low_frequency_lines"])
+    assert len(lf) == 12 and 75 in lf
+    for s in got["slices"]:
+        assert len(s["lines"]) == 38 == len(set(s["lines"])) and lf <= set(s["lines"])
+        assert all(0 <= c < 151 for c in s["lines"])
+    assert "effective acceleration 3.97x" in capsys.readouterr().out
+    ismrmrd = pytest.importorskip("ismrmrd", reason="the 'ismrmrd' extra is not installed")
+    assert ismrmrd
+    from flowcs.data.ismrmrd_raw import write_ismrmrd
+
+    raw = write_ismrmrd(tmp_path / "raw.h5", np.array(h5py.File(vol, "r")["kspace"]))
+    out2 = tmp_path / "raw.json"
+    assert mri_mask.main(["mri", "mask", str(raw), "--run-dir", str(smoke_run), "--out", str(out2),
+                          "--acceleration", "4"]) == 0
+    got2 = json.loads(out2.read_text())
+    assert got2["format"] == "ismrmrd" and got2["slices"] == got["slices"]  # same k-space, same lines
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, cols in (("a.h5", 136), ("b.h5", 137), ("c.h5", 192)):  # several widths in one run
+        write_fastmri_volume(folder / name, n_slices=2, rows=160, cols=cols, seed=cols)
+    outdir = tmp_path / "out"
+    assert mri_mask.main(["mri", "mask", str(folder), "--run-dir", str(smoke_run), "--out", str(outdir),
+                          "--format", "npy"]) == 0
+    for name, cols in (("a", 136), ("b", 137), ("c", 192)):
+        m = np.load(outdir / f"{name}.npy")
+        assert m.shape == (2, cols) and (m.sum(1) == int(np.floor(cols / 4 + 0.5))).all()
+
+
+def test_mri_mask_bad_paths_are_one_line_errors(smoke_run, tmp_path, capsys):
+    mat = tmp_path / "scan.mat"
+    import scipy.io
+
+    scipy.io.savemat(mat, {"DATA": np.ones((4, 4))})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path, out, fragment in ((mat, tmp_path / "x.json", "MATLAB .mat file"),
+                                (empty, tmp_path / "o", "no .h5 files"),
+                                (empty, tmp_path / "o.json", "an output folder")):
+        assert mri_mask.main(["mri", "mask", str(path), "--run-dir", str(smoke_run), "--out", str(out)]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("flowcs: error:") and fragment in err[-1], err
+        assert not out.exists()
+
+
+class EnergyPolicy(ScorePolicy):
+    """An obviously adaptive stand-in for a trained flow: scores = column energy of the condition."""
+
+    name = "energy"
+    adaptive = True
+
+    def scores(self, condition, acquired, generator=None):
+        return torch.nn.functional.interpolate(condition.mean(2), size=self.n_locations, mode="linear")[:, 0]
+
+
+def test_flow_mask_func_honours_the_fastmri_contract(smoke_run, tmp_path):
+    vol = write_fastmri_volume(tmp_path / "v.h5", n_slices=3, rows=160, cols=137, seed=7)
+    out = tmp_path / "lines.json"
+    assert mri_mask.main(["mri", "mask", str(vol), "--run-dir", str(smoke_run), "--out", str(out),
+                          "--seed", "3", "--slices", "all"]) == 0
+    expected = json.loads(out.read_text())
+    flow = FlowMaskFunc(smoke_run)
+    kspace = np.array(h5py.File(vol, "r")["kspace"])
+    for s in range(3):
+        mask_func = flow.bind(kspace[s])
+        real_view = torch.view_as_real(torch.from_numpy(kspace[s]))  # fastMRI's (rows, cols, 2)
+        mask, n_lf = mask_func(real_view.shape, offset=None, seed=3)
+        assert mask.shape == (1, 137, 1) and mask.dtype == torch.float32 and n_lf == 11
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        assert mask.flatten().nonzero().flatten().tolist() == expected["slices"][s]["lines"]
+        assert (real_view * mask).shape == real_view.shape  # broadcasts like fastMRI's apply_mask
+        mc, _ = mask_func((4, 160, 137, 2), seed=3)  # multi-coil shape: (1, 1, cols, 1)
+        assert mc.shape == (1, 1, 137, 1) and torch.equal(mc.flatten(), mask.flatten())
+    # the bound function is deterministic per seed; fastMRI's tuple seeds are accepted
+    a = flow.bind(kspace[0])
+    assert torch.equal(a((160, 137, 2), seed=(102, 105))[0], a((160, 137, 2), seed=(102, 105))[0])
+    assert seed_to_int((102, 105)) == seed_to_int([102, 105]) != seed_to_int((105, 102))
+    with pytest.raises(ConfigError, match="136 columns; the bound k-space has 137"):
+        a((160, 136, 2), seed=0)
+
+
+def test_two_volumes_with_the_same_shape_and_seed_get_different_masks(smoke_run, tmp_path):
+    """What makes the mask function adaptive: the mask depends on the bound data, not only on (shape, seed)."""
+    flow = FlowMaskFunc(smoke_run)
+    flow.masker.policy = EnergyPolicy(flow.masker.size)
+    a = np.array(h5py.File(write_fastmri_volume(tmp_path / "a.h5", n_slices=1, rows=160, cols=137, seed=1),
+                           "r")["kspace"])[0]
+    b = np.array(h5py.File(write_fastmri_volume(tmp_path / "b.h5", n_slices=1, rows=160, cols=137, seed=2),
+                           "r")["kspace"])[0]
+    b = b * np.exp(1j * np.linspace(0, 6, 137))[None].astype(np.complex64)  # shift the image: other energy
+    ma, na = flow.bind(a)((160, 137, 2), seed=0)
+    mb, nb = flow.bind(b)((160, 137, 2), seed=0)
+    assert na == nb and ma.sum() == mb.sum() == 34
+    assert not torch.equal(ma, mb)
+    # a non-adaptive policy gives both volumes the same mask for the same seed
+    ctx = load_run(smoke_run, "cpu", experiments=("mri-4x",))
+    fixed = NativeMasker(ctx, "random")
+    ra = fixed.masks(np.fft.fftshift(np.fft.ifft2(a))[None], seed=0).native
+    rb = fixed.masks(np.fft.fftshift(np.fft.ifft2(b))[None], seed=0).native
+    assert torch.equal(ra, rb)

@@ -1,0 +1,171 @@
+"""Raw data from real acquisitions: multi-coil fastMRI .h5 (the real 8-coil brain k-space written in that layout),
+ISMRMRD raw data (written with the ismrmrd package's writer), and their one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from flowcs.data.fastmri import inspect_volume, read_rss, read_volume_images
+from flowcs.data.ismrmrd_raw import is_ismrmrd, read_ismrmrd, write_ismrmrd
+from flowcs.data.kspace_files import read_kspace_images
+from flowcs.errors import DataError
+
+SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+BRAIN = SHARED / "mri_kspace_espirit_brain8ch" / "brain_alias_8ch.mat"
+
+
+def one_line(exc, *fragments):
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    for f in fragments:
+        assert f in msg, msg
+
+
+def brain_kspace_numpy() -> np.ndarray:
+    """(8, 320, 168) coil k-space on the acquired phase-encode lines, straight from the .mat (no flowcs code)."""
+    if not BRAIN.is_file():
+        pytest.skip(f"real data file absent: {BRAIN}")
+    k = scipy.io.loadmat(BRAIN)["DATA"]  # (readout, phase-encode, coil), zero-padded in phase-encode
+    used = np.flatnonzero(np.abs(k).sum(axis=(0, 2)) > 0)
+    return np.transpose(k[:, used[0]:used[-1] + 1], (2, 0, 1)).astype(np.complex64)
+
+
+def numpy_images(k: np.ndarray) -> np.ndarray:
+    """Centred orthonormal inverse FFT over the last two axes, numpy only."""
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+@pytest.fixture(scope="module")
+def brain_multicoil(tmp_path_factory) -> Path:
+    """The real 8-coil brain k-space in fastMRI's multi-coil layout: kspace (1, 8, 320, 168) + reconstruction_rss."""
+    k = brain_kspace_numpy()
+    path = tmp_path_factory.mktemp("brain") / "brain_multicoil.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=k[None])
+        f.create_dataset("reconstruction_rss",
+                         data=np.sqrt((np.abs(numpy_images(k)) ** 2).sum(0))[None].astype(np.float32))
+        f.attrs["acquisition"] = "AXT1"
+    return path
+
+
+def test_real_multicoil_file_reads_as_the_svd_virtual_coil_and_rss(brain_multicoil):
+    k = brain_kspace_numpy()
+    info = inspect_volume(brain_multicoil)
+    assert (info.n_slices, info.coils, info.rows, info.cols, info.multicoil) == (1, 8, 320, 168, True)
+    images, idx = read_volume_images(brain_multicoil, None, None)
+    assert images.shape == (1, 320, 168) and idx == [0]
+    # numpy reference: first right singular vector of the samples x coils matrix
+    flat = np.moveaxis(k, 0, -1).reshape(-1, 8).astype(np.complex128)
+    w = np.linalg.svd(flat, full_matrices=False)[2].conj().T[:, 0]
+    virtual = numpy_images((flat @ w).reshape(320, 168))
+    np.testing.assert_allclose(np.abs(images[0]), np.abs(virtual), rtol=0, atol=2e-4 * np.abs(virtual).max())
+    rss = np.sqrt((np.abs(numpy_images(k)) ** 2).sum(0))
+    assert np.all(np.abs(images[0]) <= rss * (1 + 1e-4) + 1e-3)  # |virtual coil| <= RSS (Cauchy-Schwarz)
+    np.testing.assert_allclose(read_rss(brain_multicoil, 0), rss, rtol=1e-5, atol=1e-3)
+    with h5py.File(brain_multicoil, "a") as f:  # without the stored target, RSS comes from the coils
+        del f["reconstruction_rss"]
+    np.testing.assert_allclose(read_rss(brain_multicoil, 0), rss, rtol=1e-4, atol=1e-2)
+    got = read_kspace_images(brain_multicoil)
+    assert got.format == "fastmri-multicoil" and got.coils == 8 and got.cols == 168
+
+
+def test_bad_multicoil_files_are_one_line_errors(tmp_path):
+    cases = {
+        "rank5.h5": (np.zeros((1, 2, 3, 8, 8), np.complex64), None, "rank 5"),
+        "coils_last.h5": (np.zeros((2, 96, 80, 8), np.complex64), None, "coil axis looks last"),
+        "real.h5": (np.zeros((2, 4, 8, 8), np.float32), None, "expected complex"),
+        "rss_mismatch.h5": (np.zeros((2, 4, 8, 8), np.complex64), np.zeros((3, 8, 8), np.float32),
+                            "'reconstruction_rss' has shape (3, 8, 8)"),
+    }
+    for name, (k, rss, fragment) in cases.items():
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("kspace", data=k)
+            if rss is not None:
+                f.create_dataset("reconstruction_rss", data=rss)
+        with pytest.raises(DataError) as exc:
+            inspect_volume(tmp_path / name)
+        one_line(exc, str(tmp_path / name), fragment)
+    nan = np.ones((1, 3, 16, 12), np.complex64)
+    nan[0, 2, 4, 4] = np.nan
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f.create_dataset("kspace", data=nan)
+    with pytest.raises(DataError) as exc:
+        read_volume_images(tmp_path / "nan.h5")
+    one_line(exc, str(tmp_path / "nan.h5"), "NaN/Inf")
+    mat = tmp_path / "scan.mat"
+    scipy.io.savemat(mat, {"DATA": np.ones((4, 4), np.complex64)})
+    for call in (lambda: inspect_volume(mat), lambda: read_kspace_images(mat)):
+        with pytest.raises(DataError) as exc:
+            call()
+        one_line(exc, str(mat), "MATLAB .mat file", "wrong format")
+
+
+def random_kspace(shape, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def test_ismrmrd_round_trip_with_the_package_writer(tmp_path):
+    pytest.importorskip("ismrmrd", reason="the 'ismrmrd' extra is not installed: pip install 'flowcs[ismrmrd]'")
+    for cols in (24, 25):  # even and odd phase-encode grids
+        k = random_kspace((2, 3, 32, cols), seed=cols)
+        path = write_ismrmrd(tmp_path / f"raw{cols}.h5", k, noise_lines=3)
+        assert is_ismrmrd(path)
+        raw = read_ismrmrd(path)
+        assert raw.kspace.dtype == np.complex64 and raw.skipped == 3
+        np.testing.assert_array_equal(raw.kspace, k)
+        images = read_kspace_images(path, None)
+        assert images.format == "ismrmrd" and images.coils == 3 and images.images.shape == (2, 32, cols)
+
+
+def test_ismrmrd_repeated_lines_are_averaged_and_gaps_are_refused(tmp_path):
+    ismrmrd = pytest.importorskip("ismrmrd", reason="the 'ismrmrd' extra is not installed")
+    k = random_kspace((1, 2, 16, 12), seed=1)
+    path = write_ismrmrd(tmp_path / "avg.h5", k)
+    extra = random_kspace((2, 16), seed=2)
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False) as d:  # a second average of line 5
+        acq = ismrmrd.Acquisition.from_array(extra)
+        acq.idx.kspace_encode_step_1, acq.idx.average = 5, 1
+        d.append_acquisition(acq)
+    got = read_ismrmrd(path).kspace
+    np.testing.assert_allclose(got[0, :, :, 5], (k[0, :, :, 5] + extra) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(np.delete(got, 5, axis=-1), np.delete(k, 5, axis=-1))
+    # a file with a missing line: not fully sampled
+    gap = tmp_path / "gap.h5"
+    with h5py.File(path, "r") as src, h5py.File(gap, "w") as dst:
+        src.copy("dataset/xml", dst.require_group("dataset"))
+        data = src["dataset/data"][:]
+        keep = np.array([h["idx"]["kspace_encode_step_1"] != 7 for h in data["head"]])
+        dst["dataset"].create_dataset("data", data=data[keep], maxshape=(None,))
+    with pytest.raises(DataError) as exc:
+        read_ismrmrd(gap)
+    one_line(exc, str(gap), "not fully sampled", "1 of 12 phase-encode lines missing")
+
+
+def test_bad_ismrmrd_files_are_one_line_errors(tmp_path):
+    pytest.importorskip("ismrmrd", reason="the 'ismrmrd' extra is not installed")
+    path = write_ismrmrd(tmp_path / "ok.h5", random_kspace((1, 1, 8, 8)))
+    no_xml = tmp_path / "no_xml.h5"
+    with h5py.File(path, "r") as src, h5py.File(no_xml, "w") as dst:
+        src.copy("dataset/data", dst.require_group("dataset"))
+    with pytest.raises(DataError) as exc:
+        read_ismrmrd(no_xml)
+    one_line(exc, str(no_xml), "no ISMRMRD XML header")
+    radial = tmp_path / "radial.h5"
+    with h5py.File(path, "r") as src, h5py.File(radial, "w") as dst:
+        src.copy("dataset/data", dst.require_group("dataset"))
+        xml = src["dataset/xml"][0].decode().replace(">cartesian<", ">radial<")
+        dst["dataset"].create_dataset("xml", data=[xml.encode()], dtype=h5py.special_dtype(vlen=bytes))
+    with pytest.raises(DataError) as exc:
+        read_ismrmrd(radial)
+    one_line(exc, str(radial), "trajectory 'radial'", "Cartesian")
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(DataError) as exc:
+        read_ismrmrd(text)
+    one_line(exc, str(text), "not a readable HDF5 file")
