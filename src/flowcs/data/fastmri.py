@@ -240,14 +240,14 @@ def read_volume_images(path: str | os.PathLike, size: int | None = None,
     return (center_crop(out, size, path) if size else out), idx
 
 
-def read_rss(path: str | os.PathLike, index: int) -> np.ndarray:
-    """Reference magnitude of one slice: ``reconstruction_rss`` when the file has it, else the RSS of the coil
-    images (full size; for a single-coil file the magnitude of its image)."""
+def read_rss(path: str | os.PathLike, index: int, stored: bool = True) -> np.ndarray:
+    """Reference magnitude of one slice: ``reconstruction_rss`` when the file has it and ``stored`` (fastMRI's
+    320 × 320 crop), else the RSS of the coil images on the full grid (single-coil: the image magnitude)."""
     path = Path(path)
     with _reading(path) as f:
         ks = _check_kspace(path, f)
         k = _read_kspace_slice(path, ks, index)
-        if "reconstruction_rss" in f:
+        if stored and "reconstruction_rss" in f:
             return check_finite(path, np.asarray(f["reconstruction_rss"][index], np.float32), "reconstruction_rss")
     return rss(kspace_to_image(k), 0) if k.ndim == 3 else np.abs(kspace_to_image(k)).astype(np.float32)
 
@@ -293,20 +293,21 @@ def split_volumes(files: Sequence[str | os.PathLike], val_fraction: float = 0.1,
 
 
 class FastMRISlices(Dataset):
-    """Lazy dataset of the centre slices of several volumes, cropped to size × size.
+    """Lazy dataset of the centre slices of several volumes, cropped to size × size (``size=None``: uncropped).
 
     ``ds[i]`` is a float32 (2, size, size) tensor (real, imaginary) of slice ``ds.slices[i]``; the
     layout of every file is validated up front (metadata only), the values on read. Each process
     opens its own read-only h5py handles on first access.
     """
 
-    def __init__(self, files: Sequence[str | os.PathLike], size: int, half_width: int | None = SLICE_HALF_WIDTH):
+    def __init__(self, files: Sequence[str | os.PathLike], size: int | None,
+                 half_width: int | None = SLICE_HALF_WIDTH):
         self.files = [Path(f) for f in files]
-        self.size = int(size)
+        self.size = None if size is None else int(size)  # None: every slice on its own full grid
         self.slices: list[tuple[int, int]] = []  # (file index, slice index)
         for fi, path in enumerate(self.files):
             info = inspect_volume(path)
-            if self.size > info.rows or self.size > info.cols:
+            if self.size and (self.size > info.rows or self.size > info.cols):
                 raise DataError(f"{path}: crop {self.size}x{self.size} is larger than the "
                                 f"{info.rows}x{info.cols} image")
             idx = range(info.n_slices) if half_width is None else center_slices(info.n_slices, half_width)
@@ -328,7 +329,8 @@ class FastMRISlices(Dataset):
         """Complex64 (size, size) image of item ``i``."""
         fi, s = self.slices[i]
         k = _read_kspace_slice(self.files[fi], self._dataset(fi), s)
-        return center_crop(slice_image(k), self.size, self.files[fi])
+        img = slice_image(k)
+        return center_crop(img, self.size, self.files[fi]) if self.size else img
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return to_real(torch.from_numpy(np.ascontiguousarray(self.image(i))))

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .fastmri import SLICE_HALF_WIDTH, center_slices, inspect_volume, read_volume_images, slice_image
+from .coils import rss
+from .fastmri import (
+    SLICE_HALF_WIDTH,
+    center_slices,
+    inspect_volume,
+    kspace_to_image,
+    read_rss,
+    read_volume_images,
+    slice_image,
+)
 from .ismrmrd_raw import is_ismrmrd, read_ismrmrd
 
 __all__ = ["KSpaceImages", "find_kspace_files", "read_kspace_images"]
@@ -28,6 +37,7 @@ class KSpaceImages:
     images: np.ndarray  # (n, rows, cols) complex64, one per selected slice
     slices: list[int]
     coils: int
+    rss: np.ndarray | None = None  # (n, rows, cols) float32 RSS of the coil images (multi-coil files only)
 
     @property
     def cols(self) -> int:
@@ -54,11 +64,14 @@ def read_kspace_images(path: str | os.PathLike, half_width: int | None = SLICE_H
         idx = list(range(raw.kspace.shape[0])) if half_width is None else center_slices(raw.kspace.shape[0],
                                                                                          half_width)
         images = np.stack([slice_image(raw.kspace[i]) for i in idx])
-        return KSpaceImages(path, "ismrmrd", images, idx, int(raw.kspace.shape[1]))
+        coils = int(raw.kspace.shape[1])
+        rss_images = np.stack([rss(kspace_to_image(raw.kspace[i]), 0) for i in idx]) if coils > 1 else None
+        return KSpaceImages(path, "ismrmrd", images, idx, coils, rss_images)
     info = inspect_volume(path)
     images, idx = read_volume_images(path, None, half_width)
     fmt = "fastmri-multicoil" if info.multicoil else "fastmri-singlecoil"
-    return KSpaceImages(path, fmt, images, idx, info.coils)
+    rss_images = np.stack([read_rss(path, i, stored=False) for i in idx]) if info.multicoil else None
+    return KSpaceImages(path, fmt, images, idx, info.coils, rss_images)
 
 
 def find_kspace_files(path: str | os.PathLike) -> list[Path]:

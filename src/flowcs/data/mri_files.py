@@ -300,7 +300,7 @@ def _kellman_set(paths: list[Path]) -> ImageSet:
 def build_mri_splits(
     source: str,
     data_root: Path,
-    size: int,
+    size: int | None,
     *,
     kellman_dir: str = "mri_complex_kellman_fatwater",
     val_files: Sequence[str] = (),

@@ -70,9 +70,10 @@ def lf_condition(op: KSpaceLineOperator, x: torch.Tensor, lf: torch.Tensor, nois
     return Magnitude(pool)(op, op.zero_filled(op.measure(x, lf, noisy=noisy, generator=generator), lf), acquired)
 
 
-def load_splits(ctx: RunContext, splits=("train", "val", "test")) -> dict[str, ImageSet]:
+def load_splits(ctx: RunContext, splits=("train", "val", "test"), native: bool = False) -> dict[str, ImageSet]:
+    """The run's splits; ``native=True`` keeps fastMRI slices on their own full grid (Kellman images always are)."""
     d = ctx.cfg.data
-    return build_mri_splits(d.source, ctx.data_root, ctx.cfg.mri.size, kellman_dir=d.kellman_dir,
+    return build_mri_splits(d.source, ctx.data_root, None if native else ctx.cfg.mri.size, kellman_dir=d.kellman_dir,
                             val_files=d.val_files, test_files=d.test_files, brain=d.brain_test,
                             fastmri_dir=d.fastmri_dir, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             split_seed=d.split_seed, half_width=d.half_slices, splits=splits)
