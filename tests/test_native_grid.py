@@ -230,3 +230,45 @@ def test_strict_wins_count_ties_apart():
     from flowcs.experiments.mri.native_eval import strict_wins
 
     assert strict_wins([0.5, 0.6 + 1e-9, 0.7], [0.5, 0.6, 0.6]) == (1, 2)
+
+
+def test_mri_mask_without_run_dir_uses_the_shipped_policy(tmp_path, brain_multicoil, capsys):
+    """Right after installation: the pretrained mri-8x policy, on a single- and a multi-coil file."""
+    from flowcs.pretrained import available, path, provenance
+
+    assert "mri-8x" in available()
+    prov = provenance()
+    assert prov["experiment"] == "mri-8x" and not prov["git_commit"].endswith("-dirty")
+    assert prov["validation"]["split"] == "val" and 0 < prov["validation"]["ssim"] <= 1
+    assert prov["training_data"]["images"] > 0 and "brain_alias_8ch.mat" not in prov["training_data"]["volumes"]
+    single = write_fastmri_volume(tmp_path / "single.h5", n_slices=3, rows=160, cols=137, seed=4)
+    for vol, cols in ((single, 137), (brain_multicoil, 168)):
+        out = tmp_path / f"{vol.stem}.json"
+        assert mri_mask.main(["mri", "mask", str(vol), "--acceleration", "8", "--out", str(out)]) == 0
+        got = json.loads(out.read_text())
+        total = int(np.floor(cols / 8 + 0.5))
+        assert got["columns"] == cols and got["lines_per_slice"] == total
+        assert all(len(s["lines"]) == total for s in got["slices"])
+        assert got["pretrained"]["git_commit"] == prov["git_commit"] and got["run_dir"] == str(path())
+        captured = capsys.readouterr()
+        assert f"effective acceleration {cols / total:.2f}x on the file's grid" in captured.out
+        assert "pretrained mri-8x policy" in captured.err
+
+
+def test_training_and_evaluation_read_a_folder_of_multicoil_volumes(tmp_path):
+    folder = tmp_path / "multi"
+    folder.mkdir()
+    for i in range(5):
+        multicoil_volume(folder / f"vol{i}.h5", n_slices=2, coils=3, rows=160, cols=136, seed=i)
+    for f in folder.glob("single_*"):
+        f.unlink()
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "flowcs", "run", "mri-4x", "--smoke", "--run-dir", str(run_dir),
+                           "--device", "cpu", "--set", "data.source=fastmri", "--set", f"data.fastmri_dir={folder}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run_dir / "results" / "metrics.json").read_text())
+    assert "virtual coil" in m["data"]["note"] and m["policies"]["full"]["mean"][0] > 0.9
+    splits = json.loads((run_dir / "data_sources.json").read_text())
+    vols = [set(splits[s]["volumes"]) for s in ("train", "val", "test")]
+    assert all(vols) and not (vols[0] & vols[2]) and not (vols[1] & vols[2])  # split by volume

@@ -35,7 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--acceleration", type=float, default=None,
                    help="acceleration factor; lines = round(cols / acceleration) on the file's own grid, LF band "
                         "included (default: the run's)")
-    m.add_argument("--run-dir", required=True, metavar="DIR", help="a trained mri-4x / mri-8x run directory")
+    m.add_argument("--run-dir", default=None, metavar="DIR",
+                   help="a trained mri-4x / mri-8x run directory (default: the pretrained mri-8x policy shipped with "
+                        "flowcs, see flowcs/pretrained/mri-8x/PROVENANCE.json)")
     m.add_argument("--out", required=True, metavar="PATH",
                    help="output .json (lines per slice) or .npy (masks); for a folder: an output folder")
     m.add_argument("--format", default="json", choices=["json", "npy"],
@@ -48,7 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score policies on each image's own grid: native masks, MoDL, SSIM/PSNR")
     e.add_argument("paths", nargs="*", metavar="PATH",
                    help="fastMRI / ISMRMRD .h5 files or folders (default: the run's own test images)")
-    e.add_argument("--run-dir", required=True, metavar="DIR", help="a trained mri-4x / mri-8x run directory")
+    e.add_argument("--run-dir", default=None, metavar="DIR",
+                   help="a trained mri-4x / mri-8x run directory (default: the shipped pretrained mri-8x policy)")
     e.add_argument("--out", required=True, metavar="FILE", help="output .json (a .md table is written beside it)")
     e.add_argument("--acceleration", type=float, default=None, help="acceleration factor (default: the run's)")
     e.add_argument("--split", default="test", choices=["test", "val"], help="the run's split when no PATH is given")
@@ -102,6 +105,17 @@ def _write(out: Path, payload: dict) -> None:
         write_json(out, payload)
 
 
+def _run_dir(args: argparse.Namespace):
+    """``--run-dir``, or the pretrained policy shipped with flowcs (said once on stderr)."""
+    if args.run_dir is not None:
+        return args.run_dir
+    from ..pretrained import DEFAULT, path
+
+    print(f"flowcs: no --run-dir: using the pretrained {DEFAULT} policy shipped with flowcs ({path()})",
+          file=sys.stderr)
+    return path()
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """``flowcs mri evaluate``: policies on each image's own grid (:mod:`flowcs.experiments.mri.native_eval`)."""
     import time
@@ -119,7 +133,9 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: --out must end in .json")
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    ctx = load_run(args.run_dir, args.device, experiments=("mri-4x", "mri-8x"))
+    if not args.paths and args.run_dir is None:
+        raise ConfigError("the shipped pretrained policy has no data splits: give PATHs (fastMRI / ISMRMRD files)")
+    ctx = load_run(_run_dir(args), args.device, experiments=("mri-4x", "mri-8x"))
     images = file_images(args.paths) if args.paths else split_images(ctx, args.split)
     t0 = time.perf_counter()
     with tqdm(total=len(images), desc="images", unit="img") as bar:
@@ -128,8 +144,8 @@ def evaluate(args: argparse.Namespace) -> int:
     payload.update({"experiment": ctx.experiment, "run_dir": str(ctx.run_dir), "git_commit": git_commit(),
                     "source": [str(p) for p in args.paths] or f"the run's {args.split} split",
                     "split": None if args.paths else args.split, "wall_time_s": round(time.perf_counter() - t0, 1),
-                    "command": " ".join(["flowcs", "mri", "evaluate", *args.paths, "--run-dir", str(args.run_dir),
-                                         "--out", str(out), "--split", args.split, "--seeds", str(args.seeds),
+                    "command": " ".join(["flowcs", "mri", "evaluate", *args.paths,
+                                         *(["--run-dir", str(args.run_dir)] if args.run_dir else []), "--out", str(out), "--split", args.split, "--seeds", str(args.seeds),
                                          *(["--acceleration", f"{args.acceleration:g}"] if args.acceleration else []),
                                          "--device", args.device])})
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.kspace_files import find_kspace_files
     from ..errors import ConfigError
+    from ..pretrained import provenance
     from .context import load_run
     from .mri.native import NativeMasker
 
@@ -161,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     if folder and out.suffix in (".json", ".npy"):
         raise ConfigError(f"{out}: for a folder of volumes --out is an output folder (one file per volume)")
     files = find_kspace_files(args.file)
-    ctx = load_run(args.run_dir, args.device, experiments=("mri-4x", "mri-8x"))
+    ctx = load_run(_run_dir(args), args.device, experiments=("mri-4x", "mri-8x"))
     masker = NativeMasker(ctx, args.policy, args.acceleration)
     for f in tqdm(files, desc="volumes", disable=len(files) == 1, unit="vol"):
         payload = choose_lines(f, acceleration=args.acceleration, policy=args.policy,
@@ -171,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
                    f"{payload['columns']} lines each (effective acceleration {payload['effective_acceleration']:.2f}x "
                    f"on the file's grid; {len(payload['low_frequency_lines'])} low-frequency + the rest chosen by "
                    f"{payload['policy']}, {payload['ms_per_slice']:.1f} ms/slice) → {target}")
+        if args.run_dir is None:
+            payload["pretrained"] = provenance()
         if folder:
             target.parent.mkdir(parents=True, exist_ok=True)
         _write(target, payload)
