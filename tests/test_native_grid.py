@@ -272,3 +272,19 @@ def test_training_and_evaluation_read_a_folder_of_multicoil_volumes(tmp_path):
     splits = json.loads((run_dir / "data_sources.json").read_text())
     vols = [set(splits[s]["volumes"]) for s in ("train", "val", "test")]
     assert all(vols) and not (vols[0] & vols[2]) and not (vols[1] & vols[2])  # split by volume
+
+
+def test_the_pipeline_page_example_runs(tmp_path):
+    """docs/pipeline.md's code block, run as a user would, on a fastMRI single-coil file and a multi-coil one."""
+    import re
+
+    code = re.search(r"```python\n(.*?)```", (REPO / "docs" / "pipeline.md").read_text(), re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    single = write_fastmri_volume(tmp_path / "single.h5", n_slices=2, rows=160, cols=137, seed=5)
+    multi = multicoil_volume(tmp_path / "multi.h5", n_slices=2, coils=3, rows=160, cols=150, seed=6)
+    for vol, cols in ((single, 137), (multi, 150)):
+        proc = subprocess.run([sys.executable, str(script), str(vol)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        total = int(np.floor(cols / 8 + 0.5))
+        assert proc.stdout.count(f"{total} of {cols} lines") == 2, proc.stdout
