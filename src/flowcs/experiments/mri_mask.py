@@ -141,13 +141,13 @@ def evaluate(args: argparse.Namespace) -> int:
     with tqdm(total=len(images), desc="images", unit="img") as bar:
         payload = evaluate_native(ctx, images, seeds=args.seeds, acceleration=args.acceleration,
                                   progress=lambda name: bar.update())
+    command = ["flowcs", "mri", "evaluate", *args.paths, *(["--run-dir", str(args.run_dir)] if args.run_dir else []),
+               "--out", str(out), "--split", args.split, "--seeds", str(args.seeds),
+               *(["--acceleration", f"{args.acceleration:g}"] if args.acceleration else []), "--device", args.device]
     payload.update({"experiment": ctx.experiment, "run_dir": str(ctx.run_dir), "git_commit": git_commit(),
                     "source": [str(p) for p in args.paths] or f"the run's {args.split} split",
                     "split": None if args.paths else args.split, "wall_time_s": round(time.perf_counter() - t0, 1),
-                    "command": " ".join(["flowcs", "mri", "evaluate", *args.paths,
-                                         *(["--run-dir", str(args.run_dir)] if args.run_dir else []), "--out", str(out), "--split", args.split, "--seeds", str(args.seeds),
-                                         *(["--acceleration", f"{args.acceleration:g}"] if args.acceleration else []),
-                                         "--device", args.device])})
+                    "command": " ".join(command)})
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, payload)
     with atomic_write(out.with_suffix(".md"), "w") as fh:
