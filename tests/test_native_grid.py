@@ -288,3 +288,26 @@ def test_the_pipeline_page_example_runs(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         total = int(np.floor(cols / 8 + 0.5))
         assert proc.stdout.count(f"{total} of {cols} lines") == 2, proc.stdout
+
+
+def test_zero_padded_columns_are_reported(smoke_run, tmp_path, capsys):
+    """fastMRI files often zero-pad k-space columns: lines chosen there measure nothing, and the user is told."""
+    k = np.array(h5py.File(write_fastmri_volume(tmp_path / "v.h5", n_slices=1, rows=160, cols=136, seed=3),
+                           "r")["kspace"])
+    padded = k.copy()
+    padded[:, :, :30] = 0
+    padded[:, :, -30:] = 0
+    vol = write_fastmri_volume(tmp_path / "padded.h5", kspace=padded)
+    out = tmp_path / "p.json"
+    assert mri_mask.main(["mri", "mask", str(vol), "--run-dir", str(smoke_run), "--out", str(out),
+                          "--policy", "equispaced", "--acceleration", "2"]) == 0
+    got = json.loads(out.read_text())
+    assert got["empty_columns"] == 60
+    wasted = got["slices"][0]["lines_on_empty_columns"]
+    assert wasted == sum(c < 30 or c >= 106 for c in got["slices"][0]["lines"]) > 0
+    assert f"{wasted} chosen line(s) fall on all-zero k-space columns" in capsys.readouterr().err
+    hole = k.copy()
+    hole[:, :, 68] = 0  # the DC column: the LF band is not contiguous in the data
+    vol2 = write_fastmri_volume(tmp_path / "hole.h5", kspace=hole)
+    assert mri_mask.main(["mri", "mask", str(vol2), "--run-dir", str(smoke_run), "--out", str(out)]) == 0
+    assert "low-frequency band holds all-zero k-space columns" in capsys.readouterr().err

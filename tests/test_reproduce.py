@@ -21,7 +21,7 @@ SHARED = REPO.parent / "shared" / "data"
 def test_plan_runs_compare_after_run_and_the_bench_alone_after_everything():
     steps = plan(list(EXPERIMENTS), False, Path("results"), Path("runs"), "cpu")
     names = [s.name for s in steps]
-    assert len(steps) == 2 * len(EXPERIMENTS) + 1 and names[-1] == "bench"
+    assert len(steps) == 2 * len(EXPERIMENTS) + 2 + 1 and names[-1] == "bench"  # + one native step per MRI run
     for exp in EXPERIMENTS:
         run, compare = steps[names.index(f"{exp}: run")], steps[names.index(f"{exp}: compare")]
         assert compare.after == [run.name]
@@ -31,6 +31,11 @@ def test_plan_runs_compare_after_run_and_the_bench_alone_after_everything():
             assert s.args[s.args.index("--run-dir") + 1] == str(Path("runs") / exp)
             assert s.args[s.args.index("--results") + 1] == str(Path("results") / exp)
             assert s.args[s.args.index("--threads") + 1] == "1" and "--smoke" not in s.args
+    for exp in ("mri-4x", "mri-8x"):  # the same run's policies on each test image's own grid
+        native = steps[names.index(f"{exp}: native")]
+        assert native.args[:2] == ["mri", "evaluate"] and native.after == [f"{exp}: run"]
+        assert native.args[native.args.index("--run-dir") + 1] == str(Path("runs") / exp)
+        assert native.args[native.args.index("--out") + 1] == str(Path("results") / "mri-native" / f"{exp}.json")
     bench = steps[-1]
     assert bench.alone and bench.ok == (0,) and set(bench.after) == set(names[:-1])
     assert bench.args[bench.args.index("--image-run") + 1] == str(Path("runs") / "mnist-classify")
@@ -124,7 +129,7 @@ def test_reproduce_smoke_writes_every_result_from_one_commit(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = runs / "results"
     rep = json.loads((out / "reproduce.json").read_text())
-    assert set(rep["steps"]) == {"mri-8x: run", "mri-8x: compare", "bench"}
+    assert set(rep["steps"]) == {"mri-8x: run", "mri-8x: compare", "mri-8x: native", "bench"}
     assert all(s["ok"] for s in rep["steps"].values()) and rep["smoke"] and rep["wall_s"] > 0
     commit = rep["git_commit"]
     run = json.loads((out / "mri-8x" / "run.json").read_text())
@@ -132,6 +137,10 @@ def test_reproduce_smoke_writes_every_result_from_one_commit(tmp_path):
     metrics = json.loads((out / "mri-8x" / "metrics.json").read_text())
     compare = json.loads((out / "mri-8x" / "compare.json").read_text())
     assert metrics["selected_on"] == "val" and metrics["split"] == "test" and compare["selected_on"] == "val"
+    native = json.loads((out / "mri-native" / "mri-8x.json").read_text())
+    assert native["git_commit"] == commit and native["split"] == "test"
+    assert {im["name"] for im in native["images"]} >= {"brain_alias_8ch.mat"}
+    assert all(len(r["ssim"]["per_image"]) == len(native["images"]) for r in native["policies"].values())
     bench = json.loads((out / "bench" / "latency.json").read_text())
     assert bench["git_commit"] == commit and "valid" in bench and bench["runs"]["mri-8x"]["latency_batch1"]
     assert (runs / "logs" / "bench.log").is_file()

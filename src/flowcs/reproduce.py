@@ -2,7 +2,8 @@
 
 For every experiment: ``flowcs run EXPERIMENT`` (train every stage from scratch, evaluate on the test split; with
 ``--ablation`` where the experiment's grid is committed), then ``flowcs compare EXPERIMENT`` (peers trained by this
-run, never loaded from an earlier one); after all of them, ``flowcs bench`` on the MRI runs, alone on the machine.
+run, never loaded from an earlier one); for the MRI runs also ``flowcs mri evaluate`` (the same policies on each
+test image's own grid, ``results/mri-native/``); after all of them, ``flowcs bench`` on the MRI runs, alone.
 Each step is a separate ``flowcs`` process (up to ``--jobs`` at a time, one thread each), so a step sees exactly
 what a user typing its command would. The working tree must be clean (the commit in every ``run.json`` is then
 the code that ran); ``--allow-dirty`` runs anyway and marks ``reproduce.json`` so. ``--resume`` skips the steps
@@ -56,6 +57,10 @@ def plan(experiments: list[str], smoke: bool, results: Path, runs: Path, device:
         steps.append(Step(f"{exp}: compare", ["compare", exp, "--run-dir", run_dir, "--results", res, *common],
                           after=[f"{exp}: run"]))
     mri = [e for e in MRI if e in experiments]
+    for exp in mri:  # the same run's policies on every test image's own phase-encode grid
+        steps.append(Step(f"{exp}: native", ["mri", "evaluate", "--run-dir", str(runs / exp), "--out",
+                                             str(results / "mri-native" / f"{exp}.json"), "--device", device,
+                                             *(["--seeds", "1"] if smoke else [])], after=[f"{exp}: run"]))
     if mri:
         bench = ["bench", *[a for e in mri for a in ("--run-dir", str(runs / e))], "--wait-quiet", "600", "--out",
                  str(results / "bench" / "latency.json"), "--device", device]

@@ -79,14 +79,23 @@ def choose_lines(file: str | Path, run_dir: str | Path | None = None, accelerati
     out = masker.masks(data.images, seed, f"{file}: ")
     ctx = masker.ctx
     slices = [{"slice": int(s), "lines": out.native[i].nonzero().flatten().tolist(),
-               "lines_model": out.model[i].nonzero().flatten().tolist()} for i, s in enumerate(data.slices)]
+               "lines_model": out.model[i].nonzero().flatten().tolist(),
+               "lines_on_empty_columns": int((out.native[i] & out.empty[i]).sum())} for i, s in enumerate(data.slices)]
+    wasted = sum(s["lines_on_empty_columns"] for s in slices)
+    if bool((out.empty[:, out.lf]).any()):
+        print(f"flowcs: warning: {file}: the low-frequency band holds all-zero k-space columns, so it is not "
+              "contiguous in the acquired data (zero-padded or partial k-space?)", file=sys.stderr)
+    elif wasted:
+        print(f"flowcs: warning: {file}: {wasted} chosen line(s) fall on all-zero k-space columns (zero padding?): "
+              "they measure nothing", file=sys.stderr)
     return {
         "file": str(file), "format": data.format, "coils": data.coils, "experiment": ctx.experiment,
         "run_dir": str(ctx.run_dir), "policy": masker.policy_name, "acceleration": masker.acceleration,
         "columns": out.cols, "lines_per_slice": out.total,
         "effective_acceleration": round(out.cols / out.total, 4),
         "low_frequency_lines": out.lf.nonzero().flatten().tolist(), "model_columns": masker.size,
-        "ms_per_slice": round(out.ms_per_slice, 2), "seed": seed, "slices": slices,
+        "empty_columns": int(out.empty.any(0).sum()), "ms_per_slice": round(out.ms_per_slice, 2), "seed": seed,
+        "slices": slices,
         "note": ("lines = column indices (0-based) of the file's own k-space grid (multi-coil: every coil), LF band "
                  "included; lines_model = the policy's choice on the run's model grid (flowcs.operators.line_grid)"),
         "masks": out.native,

@@ -33,6 +33,9 @@ from .data import Geometry
 __all__ = ["POLICIES", "NativeMasks", "NativeMasker"]
 
 POLICIES = ("flow", "random", "equispaced", "variable-density", "low-frequency")
+#: a k-space column with less than this share of the strongest column's energy counts as empty (zero padding;
+#: an FFT round trip leaves ~1e-14 of float32 noise there)
+EMPTY = 1e-10
 
 
 @dataclass
@@ -42,6 +45,7 @@ class NativeMasks:
     total: int
     lf: torch.Tensor  # (cols,) bool native LF band
     ms_per_slice: float
+    empty: torch.Tensor  # (n, cols) bool: all-zero k-space columns (zero padding: a line there measures nothing)
 
     @property
     def cols(self) -> int:
@@ -117,4 +121,6 @@ class NativeMasker:
                                                    observe_for(i)) for i in range(x.shape[0])])
             native = to_native(model, cols, total, lf)
         ms = 1000 * (time.perf_counter() - t0) / max(1, x.shape[0])
-        return NativeMasks(native.cpu(), model.cpu(), total, lf.cpu(), ms)
+        energy = kspace.abs().square().sum(1)  # (n, cols)
+        empty = energy <= EMPTY * energy.amax(1, keepdim=True)
+        return NativeMasks(native.cpu(), model.cpu(), total, lf.cpu(), ms, empty.cpu())
