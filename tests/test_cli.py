@@ -152,3 +152,33 @@ def test_git_commit_is_the_one_at_the_start_of_the_run(tmp_path, monkeypatch):
     git("commit", "-qam", "two")
     assert git_commit(tmp_path) != first
     assert ctx.metadata()["git_commit"] == first
+
+
+def test_git_commit_is_dirty_only_when_the_code_changes(tmp_path):
+    """results/, docs and tests edited while a run goes leave its commit clean; src/, configs/, pyproject do not."""
+    import subprocess
+
+    from flowcs.runinfo import git_commit
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    for rel in ("src/m.py", "configs/c.yaml", "pyproject.toml", "results/r.json", "docs/d.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("1")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    clean = git_commit(tmp_path)
+    (tmp_path / "results/r.json").write_text("2")
+    (tmp_path / "docs/d.md").write_text("2")
+    (tmp_path / "results/new.json").write_text("new")
+    assert git_commit(tmp_path) == clean
+    for rel in ("src/m.py", "configs/c.yaml", "pyproject.toml", "src/untracked.py"):
+        path = tmp_path / rel
+        old = path.read_text() if path.exists() else None
+        path.write_text("changed")
+        assert git_commit(tmp_path) == clean + "-dirty", rel
+        path.write_text(old) if old is not None else path.unlink()
+    assert git_commit(tmp_path) == clean

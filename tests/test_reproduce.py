@@ -113,7 +113,7 @@ def test_a_dirty_tree_is_refused_before_anything_runs(tmp_path, monkeypatch, cap
     code = main(["reproduce", "mri-8x", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "res")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and not launched and not (tmp_path / "res").exists()
-    assert err[-1].startswith("flowcs: error: the working tree has uncommitted changes")
+    assert err[-1].startswith("flowcs: error: the code (src/, configs/, pyproject.toml) has uncommitted changes")
     assert main(["reproduce", "mri-9x"]) == 2
     assert "unknown experiment 'mri-9x'" in capsys.readouterr().err
 

@@ -1,13 +1,31 @@
-"""Arguments every experiment command shares (``train``, ``evaluate``, ``ablate``, ``run``, ``compare``), and the
-run context they resolve to, in one place for the CLI and the sub-commands defined next to their code."""
+"""Arguments every experiment command shares (``train``, ``evaluate``, ``ablate``, ``run``, ``compare``), the
+run context they resolve to, and the ``python -m`` entry of sub-commands defined next to their code — in one
+place for the CLI and those sub-commands."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, FlowcsError
 
-__all__ = ["add_run_args", "context_from_args", "set_threads"]
+__all__ = ["add_run_args", "context_from_args", "set_threads", "standalone_main"]
+
+
+def standalone_main(add_parser, run, argv: list[str] | None = None) -> int:
+    """``python -m flowcs.<module> …`` for a sub-command module (``add_parser(subparsers)``, ``run(args)``), with
+    the CLI's conventions: a user error is one line ``flowcs: error: …`` and its exit code; ``--debug`` re-raises."""
+    parser = argparse.ArgumentParser(prog="flowcs")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except FlowcsError as exc:
+        if args.debug:
+            raise
+        print(f"flowcs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

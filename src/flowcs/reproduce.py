@@ -5,10 +5,11 @@ For every experiment: ``flowcs run EXPERIMENT`` (train every stage from scratch,
 run, never loaded from an earlier one); for the MRI runs also ``flowcs mri evaluate`` (the same policies on each
 test image's own grid, ``results/mri-native/``); after all of them, ``flowcs bench`` on the MRI runs, alone.
 Each step is a separate ``flowcs`` process (up to ``--jobs`` at a time, one thread each), so a step sees exactly
-what a user typing its command would. The working tree must be clean (the commit in every ``run.json`` is then
-the code that ran); ``--allow-dirty`` runs anyway and marks ``reproduce.json`` so. ``--resume`` skips the steps
-that finished under the same code (a commit whose ``src/``, ``configs/`` and ``pyproject.toml`` equal HEAD's:
-committing results between sessions does not restart it) and resumes interrupted training. ``--smoke`` runs the
+what a user typing its command would. The code — ``src/``, ``configs/``, ``pyproject.toml`` — must be committed
+(the commit in every ``run.json`` is then the code that ran; results and docs may change meanwhile);
+``--allow-dirty`` runs anyway and marks ``reproduce.json`` so. ``--resume`` skips the steps that finished under
+the same code (a commit whose ``src/``, ``configs/`` and ``pyproject.toml`` equal HEAD's: committing results
+between sessions does not restart it) and resumes interrupted training. ``--smoke`` runs the
 smoke presets into ``--out`` (default: a ``reproduce-smoke`` folder under ``--runs``) in a few minutes.
 
 Writes ``<out>/reproduce.json``: the commit, every step's command, exit code and wall time, and the total.
@@ -109,6 +110,8 @@ def execute(steps: list[Step], jobs: int, log_dir: Path, state: dict, resume: bo
                                         "ok": proc.returncode in step.ok, "wall_s": round(time.time() - t0, 1)}
                 del running[name]
                 save()
+                if state["steps"][name]["ok"]:
+                    done.add(name)  # its dependants may start in this same pass
                 if proc.returncode not in step.ok:
                     for other, _t, _s in running.values():
                         other.terminate()
@@ -122,7 +125,6 @@ def execute(steps: list[Step], jobs: int, log_dir: Path, state: dict, resume: bo
             pending.remove(step)
             print(f"flowcs reproduce: started {step.name}", file=sys.stderr)
         time.sleep(0.5)
-        done |= {name for name, s in state["steps"].items() if s.get("ok")}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -134,7 +136,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip steps finished under the same code (src/, configs/, pyproject.toml); resume training")
     p.add_argument("--allow-dirty", action="store_true",
-                   help="run with uncommitted changes (every result then records a '-dirty' commit)")
+                   help="run with uncommitted code changes (every result then records a '-dirty' commit)")
     p.add_argument("--jobs", type=int, default=2, help="steps run at the same time, one thread each (default 2)")
     p.add_argument("--runs", default="runs/reproduce", metavar="DIR", help="run directories (default runs/reproduce)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -155,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
     commit = git_commit() or "unknown"
     dirty = commit.endswith("-dirty")
     if dirty and not args.allow_dirty:
-        raise ConfigError("the working tree has uncommitted changes: commit them first (every result records the "
-                          "commit it came from), or pass --allow-dirty")
+        raise ConfigError("the code (src/, configs/, pyproject.toml) has uncommitted changes: commit them first "
+                          "(every result records the commit it came from), or pass --allow-dirty")
     runs = Path(args.runs)
     out = Path(args.out) if args.out else (runs / "results" if args.smoke else Path("results"))
     log_dir = runs / "logs"

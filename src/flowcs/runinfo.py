@@ -34,13 +34,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: what decides the numbers: a change here (uncommitted, or a new untracked file) makes a commit ``-dirty``;
+#: results, docs and tests being edited while a run goes do not
+CODE_PATHS = ("src", "configs", "pyproject.toml")
+
+
 def git_commit(repo: Path | None = None) -> str | None:
-    """HEAD, with ``-dirty`` when tracked files have uncommitted changes (None outside a git checkout)."""
+    """HEAD, with ``-dirty`` when the code (:data:`CODE_PATHS`) differs from it (None outside a git checkout)."""
     repo = repo or Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", *CODE_PATHS],
+                               cwd=repo, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

@@ -80,10 +80,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def quiet_before(load: list[float], limit: float = MAX_LOAD) -> bool:
+    """The 1- and 5-minute load averages are below ``limit`` (nothing else busy before a benchmark starts)."""
+    return max(load[:2]) < limit
+
+
 def quiet_machine(before: list[float], during: list[list[float]], threads: int = 1, limit: float = MAX_LOAD) -> bool:
-    """True when the 1- and 5-minute load averages were below ``limit`` before the benchmark and the 1-minute one
-    below ``limit + threads`` in every later sample (the benchmark's own busy threads add about ``threads``)."""
-    return max(before[:2]) < limit and all(triple[0] < limit + threads for triple in during)
+    """True when the machine was quiet before the benchmark (:func:`quiet_before`) and the 1-minute load below
+    ``limit + threads`` in every later sample (the benchmark's own busy threads add about ``threads``)."""
+    return quiet_before(before, limit) and all(triple[0] < limit + threads for triple in during)
 
 
 def wait_for_quiet(seconds: float, limit: float = MAX_LOAD, poll: float = 5.0) -> list[float]:
@@ -94,7 +99,7 @@ def wait_for_quiet(seconds: float, limit: float = MAX_LOAD, poll: float = 5.0) -
 
     deadline = time.time() + seconds
     load = load_average()
-    while max(load[:2]) >= limit and time.time() < deadline:
+    while not quiet_before(load, limit) and time.time() < deadline:
         time.sleep(poll)
         load = load_average()
     return load
@@ -162,9 +167,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowcs")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    return run(parser.parse_args(argv))
+    """``python -m flowcs.bench …``."""
+    from ..cli_common import standalone_main
+
+    return standalone_main(add_parser, run, argv)
 
 
 if __name__ == "__main__":

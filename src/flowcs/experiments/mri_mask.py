@@ -208,19 +208,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone ``python -m flowcs.experiments.mri_mask mri mask …`` with the CLI's error convention."""
-    parser = argparse.ArgumentParser(prog="flowcs")
-    parser.add_argument("--debug", action="store_true")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    from ..errors import FlowcsError
+    from ..cli_common import standalone_main
 
-    try:
-        return run(args)
-    except FlowcsError as exc:
-        if args.debug:
-            raise
-        print(f"flowcs: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return standalone_main(add_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from ..evaluation.loop import Entry, MaskEvent
 from ..evaluation.results import mean_pairwise_iou
 from ..flow.model import FlowModel, FrozenEncoder
 from ..flow.nets import DualEncoderUNet
-from ..flow.objective import FlowTaskObjective
+from ..flow.objective import FlowTaskObjective, ObjectiveConfig
 from ..flow.policy import FlowPolicy
 from ..flow.targets import TargetEstimator
 from ..masks import check_rate, random_masks_varying, rate_to_budget, sample_budgets
@@ -61,18 +61,10 @@ class FlowNetConfig:
 
 
 @dataclass
-class FlowTrainConfig:
+class FlowTrainConfig(ObjectiveConfig):
     first_samples: int = 16
     rate_min: float = 1.0
     rate_max: float = 8.0
-    target: str = "saliency"  # saliency | greedy | best-of-r | self | none (flowcs.flow.targets)
-    best_of_r: int = 16  # candidates per target for best-of-r and self
-    greedy_chunks: int = 4  # saliency recomputations for the greedy target
-    loss: str = "both"
-    gate_a: float = 30.0
-    gate_b: float = 1.0
-    rounds: int = 1  # acquisition rounds per budget (1: the paper's one-shot policy)
-    rollout_steps: int = 4  # Euler steps of the training roll-outs and self-improvement proposals
     steps: int = 20
     net: FlowNetConfig = field(default_factory=FlowNetConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=3, batch_size=128, lr=1e-3))

@@ -130,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowcs")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    return run(parser.parse_args(argv))
+    """``python -m flowcs.export …``."""
+    from ..cli_common import standalone_main
+
+    return standalone_main(add_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ with ``rollout_steps`` steps, hard top-k — are scored by the task loss and the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -39,6 +41,21 @@ from .policy import acquire_in_rounds, integrate_scores
 from .targets import TargetEstimator
 
 LOSS_MODES = ("both", "fm", "task")
+
+
+@dataclass
+class ObjectiveConfig:
+    """The objective's settings, one definition for every experiment's flow config (the pixel experiments'
+    ``FlowTrainConfig`` and MRI's ``FlowConfig`` extend it); :func:`objective_signature` reads them."""
+
+    target: str = "saliency"  # saliency | greedy | best-of-r | self | none (flowcs.flow.targets)
+    best_of_r: int = 16  # candidates per target for best-of-r and self
+    greedy_chunks: int = 4  # saliency recomputations for the greedy target
+    loss: str = "both"  # both (Kendall-weighted FM + task) | fm | task
+    gate_a: float = 30.0
+    gate_b: float = 1.0
+    rounds: int = 1  # acquisition rounds per budget (1: the paper's one-shot policy)
+    rollout_steps: int = 4  # Euler steps of the training roll-outs and self-improvement proposals
 
 
 def objective_signature(cfg) -> dict:

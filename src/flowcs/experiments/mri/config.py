@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from ...errors import ConfigError
-from ...flow.objective import check_flow_settings
+from ...flow.objective import ObjectiveConfig, check_flow_settings
 from ...operators.kspace import low_frequency_band
 from ...training.loop import LoopConfig
 from ..ablation import AblationConfig
@@ -76,15 +76,7 @@ class MoDLConfig:
 
 
 @dataclass
-class FlowConfig:
-    target: str = "saliency"  # saliency | greedy | best-of-r | self | none (flowcs.flow.targets)
-    best_of_r: int = 16  # candidates per target for best-of-r and self
-    greedy_chunks: int = 4  # saliency recomputations for the greedy target
-    loss: str = "both"
-    gate_a: float = 30.0
-    gate_b: float = 1.0
-    rounds: int = 1  # acquisition rounds after the LF band (1: the paper's one-shot policy)
-    rollout_steps: int = 4  # Euler steps of the training roll-outs and self-improvement proposals
+class FlowConfig(ObjectiveConfig):  # rounds: acquisition rounds after the LF band
     acquired_input: bool = False  # the velocity MLP also reads the acquired-line mask (for rounds > 1)
     # added to the scores of the policy budget's most central lines (0: no prior). Chosen on the validation
     # files: 2.0 (the flow then keeps the central block: SSIM = the block's, 0.9101 at 4x / 0.8112 at 8x), against
