@@ -169,7 +169,7 @@ def faces_smoke(tmp_path_factory):
     if not (SHARED / "faces_celeba_10k").is_dir():
         pytest.skip(f"real data folder absent: {SHARED / 'faces_celeba_10k'}")
     run_dir = tmp_path_factory.mktemp("faces-recon")
-    proc = run_cli("run", "faces-recon", "--smoke", "--run-dir", str(run_dir), "--device", "cpu")
+    proc = run_cli("run", "faces-recon", "--smoke", "--run-dir", str(run_dir), "--device", "cpu", "--ablation")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir, proc
 
@@ -248,6 +248,22 @@ def test_faces_smoke_outputs(faces_smoke):
         assert (res / fig).read_bytes()[:8] == PNG, fig
     assert _went_down(_losses(run_dir / "unet.log.jsonl", "loss"))
     assert _went_down(_losses(run_dir / "flow.log.jsonl", "loss"))
+
+
+def test_faces_ablation_scores_target_and_loss_on_validation(faces_smoke):
+    """The reconstruction experiments' own ablation: the flow objective is chosen on validation faces."""
+    run_dir, _ = faces_smoke
+    ab = json.loads((run_dir / "results" / "ablation.json").read_text())
+    assert ab["split"] == "val" and ab["selected_on"] == "val" and ab["metric"] == "psnr"
+    assert set(ab["policies"]) == {"rounds=1 target=saliency loss=task", "rounds=1 target=none loss=task"}
+    for row in ab["policies"].values():
+        assert row["n"] == 32 and len(row["mean"]) == 1 and 5 < row["mean"][0] < 60
+    assert ab["winner"] in ab["policies"]
+    best = max(ab["policies"].values(), key=lambda r: r["mean"][0])
+    assert ab["policies"][ab["winner"]]["mean"] == best["mean"]
+    assert {"saliency", "greedy", "none", "trained flow policy"} <= set(ab["targets"]["estimators"])
+    for stage in ("ablation-rounds1_targetsaliency_losstask", "ablation-rounds1_targetnone_losstask"):
+        assert (run_dir / f"{stage}.pt").is_file()
 
 
 def test_faces_checkpoint_for_another_image_size_is_refused(faces_smoke, tmp_path):

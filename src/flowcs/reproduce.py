@@ -32,8 +32,9 @@ from .runinfo import git_commit
 __all__ = ["add_parser", "run", "plan", "same_code", "Step", "EXPERIMENTS", "ABLATION"]
 
 EXPERIMENTS = ("mnist-classify", "mnist-recon", "faces-recon", "mri-4x", "mri-8x")
-#: experiments whose ablation grid is committed (the issue's grid: classification and the 8x MRI)
-ABLATION = ("mnist-classify", "mri-8x")
+#: experiments whose validation ablation is committed: the issue's full grid (classification, the 8x MRI) and
+#: the target x loss choice of the two reconstruction experiments
+ABLATION = ("mnist-classify", "mri-8x", "mnist-recon", "faces-recon")
 MRI = ("mri-8x", "mri-4x")
 
 

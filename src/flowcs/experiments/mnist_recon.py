@@ -13,6 +13,7 @@ import torch
 from ..data import load_mnist_split, pad_images
 from ..errors import ConfigError
 from ..training.loop import LoopConfig
+from .ablation import AblationConfig
 from .compare_config import SMOKE_PIXEL, CompareConfig
 from .context import RunContext
 from .pixel import FlowTrainConfig, UNetConfig
@@ -69,6 +70,15 @@ def _compare_default() -> CompareConfig:
     })
 
 
+def _ablation_default() -> AblationConfig:
+    # The objective choices of the main run on 1,000 validation digits, 300 flow steps each (the pilots' length);
+    # no gate rows (classification's grid, paper App. A), one round.
+    return AblationConfig(gates=[], rounds=[1], targets=["saliency", "none"], losses=["task", "both"],
+                          rates=[0.9765625, 9.765625, 48.828125],
+                          loop=LoopConfig(epochs=1, batch_size=64, lr=1e-3, steps_per_epoch=300),
+                          val_images=1000, target_images=256)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -77,6 +87,7 @@ class Config:
     flow: FlowTrainConfig = field(default_factory=_flow_default)
     eval: EvalConfig = field(default_factory=EvalConfig)
     compare: CompareConfig = field(default_factory=_compare_default)
+    ablation: AblationConfig = field(default_factory=_ablation_default)
 
 
 SMOKE = {
@@ -88,6 +99,8 @@ SMOKE = {
     "eval": {"seeds": 1, "batch_size": 256, "budgets": [10, 100, 500], "grid_budgets": [10, 100, 500],
              "grid_images": 4},
     "compare": SMOKE_PIXEL,
+    "ablation": {"targets": ["saliency", "none"], "losses": ["task"], "rates": [0.9765625],
+                 "loop": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 32}, "val_images": 64, "target_images": 8},
 }
 
 

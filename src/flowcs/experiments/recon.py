@@ -25,11 +25,13 @@ from ..evaluation.loop import evaluate
 from ..evaluation.setup import Setup, Split, TrainData
 from ..evaluation.tables import markdown_table, metrics_payload, write_results
 from ..flow.objective import check_flow_settings, objective_signature
+from ..masks import check_rate
 from ..metrics import mae, psnr, ssim
 from ..operators.pixel import PixelOperator
 from ..tasks.base import ReconstructionTask
 from ..tasks.unet import ReconUNet
 from ..training.stages import fit_stage, load_stage, tensor_batches
+from .ablation import run_flow_ablation
 from .context import RunContext
 from .pixel import (
     DensityRecord,
@@ -144,6 +146,8 @@ class ReconExperiment(PixelExperiment):
             raise ConfigError("eval.grid_images must be at least 1")
         check_split(e.split)
         check_flow_settings(cfg.flow)
+        for r in cfg.ablation.rates:
+            check_rate(r, "ablation rate")
         cfg.compare.validate()
 
     def signature(self, ctx: RunContext, stage: str, flow_cfg=None) -> dict:
@@ -190,12 +194,23 @@ class ReconExperiment(PixelExperiment):
             fit_stage(ctx, stage, obj.to(ctx.device), c.unet.loop, tensor_batches(x, x, ctx.device), x.shape[0],
                       self.signature(ctx, "unet"))
         elif stage == "flow":
-            unet = self.trained_unet(ctx)
-            task = self.make_task(unet, c).freeze()
-            model = build_flow_model(unet, operator, c.flow.net)
-            obj = build_flow_objective(model, task, operator, c.flow).to(ctx.device)
-            fit_stage(ctx, stage, obj, c.flow.loop, flow_batch_fn(x, x, operator, c.flow, ctx.device), x.shape[0],
-                      self.signature(ctx, "flow"))
+            self.train_flow(ctx, c.flow, x)
+
+    def train_flow(self, ctx: RunContext, flow_cfg, x: torch.Tensor, stage: str = "flow") -> None:
+        """Train a flow with ``flow_cfg`` as stage ``stage`` (the main flow, or an ablation variant)."""
+        c = ctx.cfg
+        operator = self.operator(c)
+        unet = self.trained_unet(ctx)
+        task = self.make_task(unet, c).freeze()
+        model = build_flow_model(unet, operator, flow_cfg.net)
+        obj = build_flow_objective(model, task, operator, flow_cfg).to(ctx.device)
+        fit_stage(ctx, stage, obj, flow_cfg.loop, flow_batch_fn(x, x, operator, flow_cfg, ctx.device), x.shape[0],
+                  self.signature(ctx, stage, flow_cfg))
+
+    def ablate(self, ctx: RunContext) -> dict:
+        """Target × loss (× rounds) on the validation images, from the run's frozen U-Net (:mod:`..ablation`)."""
+        x = self.load_split(ctx, "train")[0]
+        return run_flow_ablation(self, ctx, lambda flow_cfg, stage: self.train_flow(ctx, flow_cfg, x, stage))
 
     # --- evaluation
 
