@@ -311,3 +311,33 @@ def test_zero_padded_columns_are_reported(smoke_run, tmp_path, capsys):
     vol2 = write_fastmri_volume(tmp_path / "hole.h5", kspace=hole)
     assert mri_mask.main(["mri", "mask", str(vol2), "--run-dir", str(smoke_run), "--out", str(out)]) == 0
     assert "low-frequency band holds all-zero k-space columns" in capsys.readouterr().err
+
+
+def test_sequential_rounds_observe_with_the_lf_normalisation(smoke_run, tmp_path):
+    """What a sequential policy observes after round 0 is scaled like its LF condition (as in training: the image is
+    normalised once by its LF peak), not renormalised to its own peak."""
+    ctx = load_run(smoke_run, "cpu", experiments=("mri-4x",))
+    masker = NativeMasker(ctx, "low-frequency")
+    k = np.array(h5py.File(write_fastmri_volume(tmp_path / "v.h5", n_slices=1, rows=160, cols=137, seed=9),
+                           "r")["kspace"])[0]
+    image = torch.from_numpy(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k), norm="ortho")).astype(np.complex64))
+    seen = {}
+
+    class Probe:
+        def propose(self, condition, budget, acquired, generator, observe):
+            seen["condition"] = condition
+            seen["all_lines"] = observe(torch.ones(1, masker.size, dtype=torch.bool))
+            return acquired | (torch.arange(masker.size) < budget)[None]
+
+    masker.policy = Probe()
+    masker.masks(image[None], seed=0)
+    _, lf = masker.budget(137)
+    lf_image = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(torch.fft.fftshift(torch.fft.fft2(
+        torch.fft.ifftshift(image), norm="ortho")) * lf), norm="ortho"))
+    scale = masker.lf_scale(lf_image[None])
+    lf_view = masker._model_view(lf_image[None], scale)
+    assert lf_view.square().sum(1).sqrt().amax().item() == pytest.approx(1.0, abs=1e-5)  # the LF view peaks at 1
+    torch.testing.assert_close(seen["condition"], masker.geometry.condition_fn()(None, lf_view, None))
+    expected = masker._model_view(image[None], scale)
+    torch.testing.assert_close(seen["all_lines"], expected, atol=1e-5, rtol=1e-4)
+    assert seen["all_lines"].square().sum(1).sqrt().amax().item() > 1.0  # the full image is brighter than its LF part

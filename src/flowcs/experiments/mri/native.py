@@ -87,11 +87,14 @@ class NativeMasker:
         except ConfigError as exc:
             raise ConfigError(f"{where}{exc} (native grid of {cols} columns)") from None
 
-    def _model_view(self, native_image: torch.Tensor) -> torch.Tensor:
-        """Native zero-filled complex images (n, rows, cols) → normalised real (n, 2, size, size)."""
-        view = crop_or_pad(native_image, self.size)
-        peak = view.abs().flatten(1).amax(1).clamp_min(1e-12)
-        return to_real(view / peak[:, None, None])
+    def lf_scale(self, lf_image: torch.Tensor) -> torch.Tensor:
+        """(n,) peak of the model's view of the native LF image: the run's per-image normalisation (after it the
+        LF condition peaks at 1, as in training)."""
+        return crop_or_pad(lf_image, self.size).abs().flatten(1).amax(1).clamp_min(1e-12)
+
+    def _model_view(self, native_image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Native zero-filled complex images (n, rows, cols) → real (n, 2, size, size) divided by ``scale``."""
+        return to_real(crop_or_pad(native_image, self.size) / scale[:, None, None])
 
     def masks(self, images: np.ndarray | torch.Tensor, seed: int = 0, where: str = "") -> NativeMasks:
         """Masks for complex images (n, rows, cols) on their own ``cols``-column grid (module doc); every image's
@@ -107,15 +110,19 @@ class NativeMasker:
         lf, cover = lf.to(dev), model_columns(cols, self.size).to(dev)
         g = self.geometry
 
+        lf_image = ifft2c(kspace * lf)
+        scale = self.lf_scale(lf_image)
+
         def observe_for(i: int):
             def observe(taken: torch.Tensor) -> torch.Tensor:  # model-grid lines → the native lines they cover
-                return self._model_view(ifft2c(kspace[i:i + 1] * (taken.bool()[:, cover] | lf)[:, None, :]))
+                native = taken.bool()[:, cover] | lf
+                return self._model_view(ifft2c(kspace[i:i + 1] * native[:, None, :]), scale[i:i + 1])
             return observe
 
         acq = g.acquired(1, dev)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            cond = g.condition_fn()(g.operator, self._model_view(ifft2c(kspace * lf)), None)
+            cond = g.condition_fn()(g.operator, self._model_view(lf_image, scale), None)
             # one generator per slice, seeded alike: a slice's mask does not depend on which other slices are asked
             model = torch.cat([self.policy.propose(cond[i:i + 1], self.k, acq, torch.Generator().manual_seed(seed),
                                                    observe_for(i)) for i in range(x.shape[0])])

@@ -79,9 +79,12 @@ def evaluate_native(ctx: RunContext, images: list[NativeImage], policies=POLICIE
     for item in images:
         x = item.image.to(torch.complex64)
         cols = x.shape[-1]
-        total, lf = next(iter(maskers.values())).budget(cols, f"{item.name}: ") if maskers else (cols, None)
+        any_masker = next(iter(maskers.values()), None)
+        total, lf = any_masker.budget(cols, f"{item.name}: ") if any_masker else (cols, None)
         kspace = fft2c(x)
-        scale = crop_or_pad(ifft2c(kspace * lf) if lf is not None else x, size).abs().max().clamp_min(1e-12)
+        lf_image = ifft2c(kspace * lf) if lf is not None else x
+        scale = (any_masker.lf_scale(lf_image[None])[0] if any_masker
+                 else crop_or_pad(lf_image, size).abs().max().clamp_min(1e-12))  # the masker's normalisation
         target = to_real((x / scale)[None]).to(dev)
         rss = None if item.rss is None else (item.rss / scale).to(dev)
         info.append({"name": item.name, "rows": int(x.shape[0]), "columns": int(cols), "lines": int(total)})
