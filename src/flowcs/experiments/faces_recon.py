@@ -85,7 +85,7 @@ def _ablation_default() -> AblationConfig:
     # The objective choices the main run uses, at the main run's flow length, on the 500 validation faces; no gate
     # rows (the paper's gate grid is classification's, App. A) and one round.
     return AblationConfig(gates=[], rounds=[1], targets=["saliency", "none"], losses=["task", "both"],
-                          rates=[PAPER_RATES[0], PAPER_RATES[2], PAPER_RATES[4]],
+                          rates=list(PAPER_RATES),
                           loop=LoopConfig(epochs=2, batch_size=32, lr=1e-3, steps_per_epoch=250),
                           val_images=500, target_images=64)
 
