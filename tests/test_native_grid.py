@@ -67,6 +67,12 @@ def test_native_mask_follows_the_chosen_frequencies():
     assert torch.equal(to_native(same_mask[None], size, t, lf_same)[0], same_mask)
 
 
+def test_the_cli_lists_the_policies_the_masker_knows():
+    from flowcs.experiments.mri.native import POLICIES
+
+    assert mri_mask.POLICIES == POLICIES  # the parser keeps its own copy to stay import-light
+
+
 def test_a_budget_below_the_lf_band_is_refused():
     with pytest.raises(ConfigError, match="fewer than the"):
         native_budget(128, 30.0, 0.08)

@@ -40,6 +40,12 @@ def test_real_multicoil_file_reads_as_the_svd_virtual_coil_and_rss(brain_multico
     np.testing.assert_allclose(read_rss(brain_multicoil, 0, stored=False), rss, rtol=1e-4, atol=1e-2)
     got = read_kspace_images(brain_multicoil)
     assert got.format == "fastmri-multicoil" and got.coils == 8 and got.cols == 168
+    np.testing.assert_allclose(got.rss[0], rss, rtol=1e-4, atol=1e-2)
+    # a crop is checked against the image's rows and columns, not against the coil axis (8 < 128)
+    cropped, _ = read_volume_images(brain_multicoil, 128, None)
+    assert cropped.shape == (1, 128, 128)
+    with pytest.raises(DataError, match="crop 200x200 is larger than the 320x168 image"):
+        read_volume_images(brain_multicoil, 200, None)
 
 
 def test_bad_multicoil_files_are_one_line_errors(tmp_path):

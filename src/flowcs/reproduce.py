@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, FlowcsError
-from .runinfo import git_commit
+from .runinfo import CODE_PATHS, git_commit
 
 __all__ = ["add_parser", "run", "plan", "same_code", "Step", "EXPERIMENTS", "ABLATION"]
 
@@ -85,8 +85,8 @@ def same_code(old: str, new: str) -> bool:
         return True
     if not old or old.endswith("-dirty") or new.endswith("-dirty"):
         return False
-    diff = subprocess.run(["git", "diff", "--quiet", old, new.removesuffix("-dirty"), "--", "src", "configs",
-                           "pyproject.toml"], capture_output=True)
+    diff = subprocess.run(["git", "diff", "--quiet", old, new.removesuffix("-dirty"), "--", *CODE_PATHS],
+                          capture_output=True)
     return diff.returncode == 0
 
 

@@ -57,15 +57,19 @@ __all__ = [
     "find_volumes",
     "inspect_volume",
     "kspace_to_image",
+    "map_volume_slices",
+    "refuse_matlab",
     "read_rss",
     "read_slice",
     "read_volume_images",
     "slice_image",
+    "slice_rss",
     "split_volumes",
 ]
 
 #: slices kept on each side of the centre slice
 SLICE_HALF_WIDTH = 10
+H5_SUFFIXES = (".h5", ".hdf5")
 #: more "coils" than this on an axis means that axis is an image axis (fastMRI has 4–32 coils)
 MAX_COILS = 64
 
@@ -86,12 +90,17 @@ class VolumeInfo:
         return self.rank == 4
 
 
-def _open(path: Path) -> h5py.File:
-    if not path.is_file():
-        raise DataError(f"{path}: fastMRI file not found")
+def refuse_matlab(path: Path) -> None:
+    """A MATLAB file (v7.3 ones are HDF5 too) is named as the wrong format, not as a corrupt or foreign HDF5 file."""
     with open(path, "rb") as fh:
         if fh.read(6) == b"MATLAB":
             raise DataError(f"{path}: a MATLAB .mat file, not a fastMRI / ISMRMRD .h5 file (wrong format)")
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise DataError(f"{path}: fastMRI file not found")
+    refuse_matlab(path)
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -222,6 +231,23 @@ def read_slice(path: str | os.PathLike, index: int, size: int | None = None) -> 
     return center_crop(img, size, path) if size else img
 
 
+def map_volume_slices(path: str | os.PathLike, fn, half_width: int | None = SLICE_HALF_WIDTH,
+                      size: int | None = None) -> tuple[list, list[int]]:
+    """``[fn(kspace of slice i) for the selected slices]`` and their indices, reading each slice once.
+
+    ``kspace`` is (rows, cols) or (coils, rows, cols); ``half_width=None`` keeps every slice; ``size`` checks
+    first that a size × size crop fits. Every selected slice is checked for NaN/Inf as it is read.
+    """
+    path = Path(path)
+    with _reading(path) as f:
+        ks = _check_kspace(path, f)
+        idx = list(range(ks.shape[0])) if half_width is None else center_slices(ks.shape[0], half_width)
+        rows, cols = ks.shape[-2:]
+        if size and (size > rows or size > cols):
+            raise DataError(f"{path}: crop {size}x{size} is larger than the {rows}x{cols} image")
+        return [fn(_read_kspace_slice(path, ks, i)) for i in idx], idx
+
+
 def read_volume_images(path: str | os.PathLike, size: int | None = None,
                        half_width: int | None = SLICE_HALF_WIDTH) -> tuple[np.ndarray, list[int]]:
     """The centre slices of a volume as complex64 images (n, size, size) and their slice indices.
@@ -229,15 +255,15 @@ def read_volume_images(path: str | os.PathLike, size: int | None = None,
     ``half_width=None`` keeps every slice. Every selected slice is checked for NaN/Inf before anything
     is returned.
     """
-    path = Path(path)
-    with _reading(path) as f:
-        ks = _check_kspace(path, f)
-        idx = list(range(ks.shape[0])) if half_width is None else center_slices(ks.shape[0], half_width)
-        if size and (size > ks.shape[1] or size > ks.shape[2]):
-            raise DataError(f"{path}: crop {size}x{size} is larger than the {ks.shape[1]}x{ks.shape[2]} image")
-        imgs = [slice_image(_read_kspace_slice(path, ks, i)) for i in idx]
+    imgs, idx = map_volume_slices(path, slice_image, half_width, size)
     out = np.stack(imgs)
     return (center_crop(out, size, path) if size else out), idx
+
+
+def slice_rss(kspace: np.ndarray) -> np.ndarray:
+    """RSS magnitude of one slice's coil images (single-coil: the image magnitude), on the full grid."""
+    image = kspace_to_image(kspace)
+    return rss(image, 0) if kspace.ndim == 3 else np.abs(image).astype(np.float32)
 
 
 def read_rss(path: str | os.PathLike, index: int, stored: bool = True) -> np.ndarray:
@@ -249,15 +275,15 @@ def read_rss(path: str | os.PathLike, index: int, stored: bool = True) -> np.nda
         k = _read_kspace_slice(path, ks, index)
         if stored and "reconstruction_rss" in f:
             return check_finite(path, np.asarray(f["reconstruction_rss"][index], np.float32), "reconstruction_rss")
-    return rss(kspace_to_image(k), 0) if k.ndim == 3 else np.abs(kspace_to_image(k)).astype(np.float32)
+    return slice_rss(k)
 
 
 def find_volumes(folder: str | os.PathLike) -> list[Path]:
-    """Sorted ``*.h5`` files of a folder (error when there are none)."""
+    """Sorted ``*.h5`` / ``*.hdf5`` files of a folder (error when there are none)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: fastMRI folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".h5" and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in H5_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{folder}: no .h5 files found")
     return files

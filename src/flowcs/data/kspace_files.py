@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .coils import rss
 from .fastmri import (
     SLICE_HALF_WIDTH,
     center_slices,
+    find_volumes,
     inspect_volume,
-    kspace_to_image,
-    read_rss,
-    read_volume_images,
+    map_volume_slices,
+    refuse_matlab,
     slice_image,
+    slice_rss,
 )
 from .ismrmrd_raw import is_ismrmrd, read_ismrmrd
 
@@ -44,44 +44,40 @@ class KSpaceImages:
         return int(self.images.shape[-1])
 
 
-def _check_not_matlab(path: Path) -> None:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with open(path, "rb") as fh:
-        if fh.read(6) == b"MATLAB":
-            raise DataError(f"{path}: a MATLAB .mat file, not a fastMRI / ISMRMRD .h5 file (wrong format)")
-
-
 def read_kspace_images(path: str | os.PathLike, half_width: int | None = SLICE_HALF_WIDTH) -> KSpaceImages:
-    """The selected slices of a fastMRI or ISMRMRD file as complex images on the file's own grid.
+    """The selected slices of a fastMRI or ISMRMRD file as complex images on the file's own grid (multi-coil: with
+    their RSS images); each slice's k-space is read once.
 
     ``half_width=None`` keeps every slice; otherwise the centre ``± half_width`` slices.
     """
     path = Path(path)
-    _check_not_matlab(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    refuse_matlab(path)
+
+    def one(k: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:  # (image, RSS of >1 coils or None, coils)
+        coils = k.shape[0] if k.ndim == 3 else 1
+        return slice_image(k), (slice_rss(k) if coils > 1 else None), coils
+
     if is_ismrmrd(path):
         raw = read_ismrmrd(path)
-        idx = list(range(raw.kspace.shape[0])) if half_width is None else center_slices(raw.kspace.shape[0],
-                                                                                         half_width)
-        images = np.stack([slice_image(raw.kspace[i]) for i in idx])
-        coils = int(raw.kspace.shape[1])
-        rss_images = np.stack([rss(kspace_to_image(raw.kspace[i]), 0) for i in idx]) if coils > 1 else None
-        return KSpaceImages(path, "ismrmrd", images, idx, coils, rss_images)
-    info = inspect_volume(path)
-    images, idx = read_volume_images(path, None, half_width)
-    fmt = "fastmri-multicoil" if info.multicoil else "fastmri-singlecoil"
-    rss_images = np.stack([read_rss(path, i, stored=False) for i in idx]) if info.multicoil else None
-    return KSpaceImages(path, fmt, images, idx, info.coils, rss_images)
+        n = raw.kspace.shape[0]
+        idx = list(range(n)) if half_width is None else center_slices(n, half_width)
+        per, fmt = [one(raw.kspace[i]) for i in idx], "ismrmrd"
+    else:
+        multicoil = inspect_volume(path).multicoil
+        per, idx = map_volume_slices(path, one, half_width)  # raw multi-coil slices are not kept in memory
+        fmt = "fastmri-multicoil" if multicoil else "fastmri-singlecoil"
+    images, rss_images, coils = zip(*per)
+    return KSpaceImages(path, fmt, np.stack(images), idx, int(coils[0]),
+                        None if rss_images[0] is None else np.stack(rss_images))
 
 
 def find_kspace_files(path: str | os.PathLike) -> list[Path]:
-    """``path`` itself, or the sorted ``*.h5`` files of a folder (error when there are none)."""
+    """``path`` itself, or the sorted ``*.h5`` / ``*.hdf5`` files of a folder (error when there are none)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".h5", ".hdf5") and p.is_file())
-        if not files:
-            raise DataError(f"{path}: no .h5 files in this folder")
-        return files
+        return find_volumes(path)
     if not path.exists():
         raise DataError(f"{path}: file or folder not found")
     return [path]

@@ -75,7 +75,6 @@ def choose_lines(file: str | Path, run_dir: str | Path | None = None, accelerati
     if masker is None:
         masker = NativeMasker(load_run(run_dir, device, experiments=("mri-4x", "mri-8x")), policy, acceleration)
     data = read_kspace_images(file, None if all_slices else SLICE_HALF_WIDTH)
-    masker.budget(data.cols, f"{file}: ")  # a budget that does not fit fails before any work
     out = masker.masks(data.images, seed, f"{file}: ")
     ctx = masker.ctx
     slices = [{"slice": int(s), "lines": out.native[i].nonzero().flatten().tolist(),

@@ -13,6 +13,7 @@ What a scanner has before the policy runs is the native low-frequency band, so t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,6 @@ import torch
 from ...data.mri_files import crop_or_pad
 from ...errors import ConfigError
 from ...operators.fft import fft2c, ifft2c, to_real
-from ...operators.kspace import low_frequency_band
 from ...operators.line_grid import model_columns, native_budget, to_native
 from ...policies import RandomPolicy
 from ...policies.cartesian import EquispacedPolicy, LowFrequencyPolicy, VariableDensityPolicy
@@ -65,8 +65,7 @@ class NativeMasker:
             total, n_lf, self.k = line_budget(m.size, self.acceleration, m.lf_fraction)
         except ConfigError as exc:
             raise ConfigError(f"on the run's {m.size}-column model grid: {exc}") from None
-        self.geometry = Geometry(m.size, Geometry.from_cfg(ctx.cfg).operator, low_frequency_band(m.size, m.lf_fraction),
-                                 total, n_lf, self.k, ctx.cfg.encoder.pool)
+        self.geometry = dataclasses.replace(Geometry.from_cfg(ctx.cfg), total=total, n_lf=n_lf, k=self.k)
         self.policy_name = policy
         if policy == "flow":
             self.policy = get_experiment(ctx.experiment).flow_policy(ctx)

@@ -86,6 +86,7 @@ def evaluate_native(ctx: RunContext, images: list[NativeImage], policies=POLICIE
         scale = (any_masker.lf_scale(lf_image[None])[0] if any_masker
                  else crop_or_pad(lf_image, size).abs().max().clamp_min(1e-12))  # the masker's normalisation
         target = to_real((x / scale)[None]).to(dev)
+        k_scaled = (kspace / scale)[None].to(dev)  # the scaled full k-space, masked per policy and seed
         rss = None if item.rss is None else (item.rss / scale).to(dev)
         info.append({"name": item.name, "rows": int(x.shape[0]), "columns": int(cols), "lines": int(total)})
         for p in policies:
@@ -97,7 +98,7 @@ def evaluate_native(ctx: RunContext, images: list[NativeImage], policies=POLICIE
                 else:
                     mask = maskers[p].masks(x[None], seed, f"{item.name}: ").native
                 m = mask.to(dev)
-                zf = to_real(ifft2c(fft2c(x[None].to(dev) / scale) * m[:, None, :]))
+                zf = to_real(ifft2c(k_scaled * m[:, None, :]))
                 with torch.inference_mode():
                     pred = task.model(zf, m.float())
                     met = task.metrics(pred, target)
