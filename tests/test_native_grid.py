@@ -73,6 +73,15 @@ def test_the_cli_lists_the_policies_the_masker_knows():
     assert mri_mask.POLICIES == POLICIES  # the parser keeps its own copy to stay import-light
 
 
+def test_native_budget_equals_the_model_grids_budget_on_the_model_width():
+    from flowcs.experiments.mri.config import line_budget
+
+    for cols in range(24, 400, 7):  # every width and acceleration step of 0.1 (an LF band of 1 line always fits)
+        for acceleration in np.arange(1.0, 12.0, 0.1).round(1).tolist():
+            assert native_budget(cols, acceleration, 0.01)[0] == line_budget(cols, acceleration, 0.01)[0]
+    assert native_budget(66, 8.8, 0.02)[0] == line_budget(66, 8.8, 0.02)[0] == 7  # float32 rounding gave 8
+
+
 def test_a_budget_below_the_lf_band_is_refused():
     with pytest.raises(ConfigError, match="fewer than the"):
         native_budget(128, 30.0, 0.08)
@@ -190,6 +199,8 @@ def test_flow_mask_func_honours_the_fastmri_contract(smoke_run, tmp_path):
     assert seed_to_int((102, 105)) == seed_to_int([102, 105]) != seed_to_int((105, 102))
     with pytest.raises(ConfigError, match="136 columns; the bound k-space has 137"):
         a((160, 136, 2), seed=0)
+    with pytest.raises(ConfigError, match=r"real view \(…, rows, cols, 2\)"):  # a complex tensor's shape
+        a((4, 160, 137), seed=0)
 
 
 def test_two_volumes_with_the_same_shape_and_seed_get_different_masks(smoke_run, tmp_path):
@@ -347,3 +358,14 @@ def test_sequential_rounds_observe_with_the_lf_normalisation(smoke_run, tmp_path
     expected = masker._model_view(image[None], scale)
     torch.testing.assert_close(seen["all_lines"], expected, atol=1e-5, rtol=1e-4)
     assert seen["all_lines"].square().sum(1).sqrt().amax().item() > 1.0  # the full image is brighter than its LF part
+
+
+def test_the_flow_prior_covers_the_maskers_budget_at_another_acceleration(smoke_run):
+    """The centre prior is the block of the budget being sampled: a 4x run asked for 2x favours the 2x block."""
+    ctx = load_run(smoke_run, "cpu", experiments=("mri-4x",))
+    for acceleration in (None, 2.0):
+        masker = NativeMasker(ctx, "flow", acceleration)
+        prior = masker.policy.prior
+        assert prior is not None and int((prior > 0).sum()) == masker.k  # the k most central free lines
+        assert not (prior > 0)[masker.geometry.acquired(1)[0]].any()
+    assert NativeMasker(ctx, "flow", 2.0).k > NativeMasker(ctx, "flow").k

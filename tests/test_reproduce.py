@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -167,3 +168,30 @@ def test_resume_counts_commits_with_the_same_code_as_one(tmp_path, monkeypatch):
     assert reproduce.same_code(first, first) and reproduce.same_code(first, results)
     assert not reproduce.same_code(first, changed) and not reproduce.same_code(results, changed)
     assert not reproduce.same_code(first + "-dirty", results) and not reproduce.same_code("", results)
+
+
+def test_the_longest_runs_start_first():
+    steps = plan(list(reversed(EXPERIMENTS)), False, Path("results"), Path("runs"), "cpu")
+    runs = [s.name for s in steps if s.name.endswith(": run")]
+    assert runs[:2] == ["mnist-classify: run", "mri-8x: run"]
+    assert sorted(runs) == sorted(f"{e}: run" for e in EXPERIMENTS)
+
+
+def test_resume_under_other_code_reuses_no_checkpoint(tmp_path, monkeypatch):
+    """--resume with a reproduce.json of other code: no step counts as done and no training resumes."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "reproduce.json").write_text(json.dumps({"git_commit": "aaaa", "steps": {"mnist-recon: run": {"ok": True}}}))
+    seen = {}
+    monkeypatch.setattr(reproduce, "git_commit", lambda: "bbbb")
+    monkeypatch.setattr(reproduce, "same_code", lambda old, new: old == new)
+    monkeypatch.setattr(reproduce, "execute", lambda steps, jobs, log_dir, state, resume, save:
+                        seen.update(resume=resume, done=dict(state["steps"])))
+    args = reproduce.add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
+        ["mnist-recon", "--resume", "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    assert reproduce.run(args) == 0
+    assert seen == {"resume": False, "done": {}}
+    monkeypatch.setattr(reproduce, "git_commit", lambda: "aaaa")  # the same code: both count
+    (out / "reproduce.json").write_text(json.dumps({"git_commit": "aaaa", "steps": {"mnist-recon: run": {"ok": True}}}))
+    assert reproduce.run(args) == 0
+    assert seen["resume"] is True and seen["done"] == {"mnist-recon: run": {"ok": True}}

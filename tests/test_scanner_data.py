@@ -52,7 +52,9 @@ def test_bad_multicoil_files_are_one_line_errors(tmp_path):
     cases = {
         "rank5.h5": (np.zeros((1, 2, 3, 8, 8), np.complex64), None, "rank 5"),
         "coils_last.h5": (np.zeros((2, 96, 80, 8), np.complex64), None, "coil axis looks last"),
+        "small_coils_last.h5": (np.zeros((3, 40, 32, 8), np.complex64), None, "coil axis looks last"),
         "real.h5": (np.zeros((2, 4, 8, 8), np.float32), None, "expected complex"),
+        "real_view.h5": (np.zeros((2, 96, 80, 2), np.float32), None, "expected complex"),
         "rss_mismatch.h5": (np.zeros((2, 4, 8, 8), np.complex64), np.zeros((3, 8, 8), np.float32),
                             "'reconstruction_rss' has shape (3, 8, 8)"),
     }
@@ -119,6 +121,49 @@ def test_ismrmrd_repeated_lines_are_averaged_and_gaps_are_refused(tmp_path):
     with pytest.raises(DataError) as exc:
         read_ismrmrd(gap)
     one_line(exc, str(gap), "not fully sampled", "1 of 12 phase-encode lines missing")
+
+
+def test_ismrmrd_lines_that_are_not_image_data_are_skipped(tmp_path):
+    ismrmrd = pytest.importorskip("ismrmrd", reason="the 'ismrmrd' extra is not installed")
+    k = random_kspace((1, 2, 16, 12), seed=3)
+    path = write_ismrmrd(tmp_path / "extra.h5", k)
+    kinds = [("encoding space 1", None), ("feedback", ismrmrd.ACQ_IS_RTFEEDBACK_DATA),
+             ("calibration only", ismrmrd.ACQ_IS_PARALLEL_CALIBRATION),
+             ("phase stabilisation", ismrmrd.ACQ_IS_PHASE_STABILIZATION)]
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False) as d:  # all at line 5, other values
+        for i, (_, flag) in enumerate(kinds):
+            acq = ismrmrd.Acquisition.from_array(random_kspace((2, 16), seed=10 + i))
+            acq.idx.kspace_encode_step_1 = 5
+            if flag is None:
+                acq.encoding_space_ref = 1
+            else:
+                acq.set_flag(flag)
+            d.append_acquisition(acq)
+        # a calibration line that is also an imaging line is image data (here: a second average of line 6)
+        both = random_kspace((2, 16), seed=20)
+        acq = ismrmrd.Acquisition.from_array(both)
+        acq.idx.kspace_encode_step_1, acq.idx.average = 6, 1
+        acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+        acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+        d.append_acquisition(acq)
+    raw = read_ismrmrd(path)
+    assert raw.skipped == len(kinds)
+    np.testing.assert_array_equal(raw.kspace[0, :, :, 5], k[0, :, :, 5])
+    np.testing.assert_allclose(raw.kspace[0, :, :, 6], (k[0, :, :, 6] + both) / 2, rtol=1e-6)
+
+
+def test_ismrmrd_writer_leaves_no_half_written_file(tmp_path, monkeypatch):
+    ismrmrd = pytest.importorskip("ismrmrd", reason="the 'ismrmrd' extra is not installed")
+    path = write_ismrmrd(tmp_path / "raw.h5", random_kspace((1, 1, 8, 8)))
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ismrmrd.Dataset, "append_acquisition", fail)
+    with pytest.raises(RuntimeError):
+        write_ismrmrd(path, random_kspace((1, 1, 8, 8), seed=5))
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]  # untouched; no temp left
 
 
 def test_bad_ismrmrd_files_are_one_line_errors(tmp_path):

@@ -77,8 +77,8 @@ class BoundMaskFunc:
     def __call__(self, shape: Sequence[int], offset: int | None = None,
                  seed: int | Sequence[int] | None = None) -> tuple[torch.Tensor, int]:
         shape = tuple(int(s) for s in shape)
-        if len(shape) < 3:
-            raise ConfigError(f"shape {shape} must have at least 3 dimensions (…, rows, cols, 2)")
+        if len(shape) < 3 or shape[-1] != 2:
+            raise ConfigError(f"shape {shape} must be fastMRI's real view (…, rows, cols, 2) of the k-space")
         if shape[-2] != self.cols:
             raise ConfigError(f"shape {shape} has {shape[-2]} columns; the bound k-space has {self.cols}")
         mask_shape = [1] * len(shape)

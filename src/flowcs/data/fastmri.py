@@ -72,6 +72,7 @@ SLICE_HALF_WIDTH = 10
 H5_SUFFIXES = (".h5", ".hdf5")
 #: more "coils" than this on an axis means that axis is an image axis (fastMRI has 4–32 coils)
 MAX_COILS = 64
+MIN_COLS = 16  # narrower multi-coil 'images' with more coils than columns are a coil axis stored last
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,13 @@ class VolumeInfo:
 
 def refuse_matlab(path: Path) -> None:
     """A MATLAB file (v7.3 ones are HDF5 too) is named as the wrong format, not as a corrupt or foreign HDF5 file."""
-    with open(path, "rb") as fh:
-        if fh.read(6) == b"MATLAB":
-            raise DataError(f"{path}: a MATLAB .mat file, not a fastMRI / ISMRMRD .h5 file (wrong format)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if head == b"MATLAB":
+        raise DataError(f"{path}: a MATLAB .mat file, not a fastMRI / ISMRMRD .h5 file (wrong format)")
 
 
 def _open(path: Path) -> h5py.File:
@@ -131,14 +136,16 @@ def _check_kspace(path: Path, f: h5py.File) -> h5py.Dataset:
     if ks.ndim not in (3, 4):
         raise DataError(f"{path}: 'kspace' has rank {ks.ndim} (shape {ks.shape}), expected 3 (slices, rows, cols) "
                         "or 4 (slices, coils, rows, cols)")
-    if ks.ndim == 4 and ks.shape[1] > MAX_COILS and ks.shape[3] <= MAX_COILS:
+    if ks.dtype.kind != "c":  # before the layout checks: a real view's last axis of 2 is not a coil axis
+        raise DataError(f"{path}: 'kspace' has dtype {ks.dtype}, expected complex values")
+    # the coil axis last: more "coils" than any array has, or an image narrower than both 16 columns and the
+    # coil count (a (slices, rows, cols, coils) file of a small image)
+    if ks.ndim == 4 and ks.shape[3] < ks.shape[1] and (ks.shape[1] > MAX_COILS or ks.shape[3] < MIN_COLS):
         raise DataError(f"{path}: 'kspace' has shape {ks.shape}: the coil axis looks last; fastMRI multi-coil "
                         "k-space is (slices, coils, rows, cols)")
     if ks.ndim == 4 and ks.shape[1] > MAX_COILS:
         raise DataError(f"{path}: 'kspace' has shape {ks.shape}: {ks.shape[1]} coils is implausible; expected "
                         f"(slices, coils <= {MAX_COILS}, rows, cols)")
-    if ks.dtype.kind != "c":
-        raise DataError(f"{path}: 'kspace' has dtype {ks.dtype}, expected complex values")
     if min(ks.shape) < 1:
         raise DataError(f"{path}: 'kspace' is empty (shape {ks.shape})")
     if "reconstruction_rss" in f:

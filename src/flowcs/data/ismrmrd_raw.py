@@ -4,8 +4,10 @@ Read with the ``ismrmrd`` package (``pip install 'flowcs[ismrmrd]'``; pure Pytho
 torch). What is read, from the XML header of encoding 0 and the acquisitions:
 
 * only 2-D Cartesian data (``trajectory = cartesian``, encoded matrix ``z == 1``);
-* imaging lines only: noise, navigator, phase-correction and dummy-scan acquisitions are skipped; repeated
-  lines (``average``) are averaged; contrast, phase, repetition and set other than 0 are ignored;
+* imaging lines of encoding space 0 only: noise, navigator, phase-correction, dummy-scan, feedback,
+  surface-coil-correction, phase-stabilisation and calibration-only (a separate reference scan) acquisitions
+  are skipped, as are lines of other encoding spaces; repeated lines (``average``) are averaged; contrast,
+  phase, repetition and set other than 0 are ignored;
 * the native grid is the encoded lines themselves: a line ``kspace_encode_step_1 = e`` lands in column
   ``e − minimum`` of a ``maximum − minimum + 1``-column grid (the step-1 encoding limits), and the limit's
   ``center`` must be that grid's middle column ``cols // 2`` (flowcs' and fastMRI's convention for the
@@ -34,7 +36,18 @@ __all__ = ["IsmrmrdKSpace", "is_ismrmrd", "read_ismrmrd", "write_ismrmrd"]
 
 #: acquisition flags (ISMRMRD constants) whose lines are not image data
 _SKIP_FLAGS = ("ACQ_IS_NOISE_MEASUREMENT", "ACQ_IS_NAVIGATION_DATA", "ACQ_IS_PHASECORR_DATA",
-               "ACQ_IS_DUMMYSCAN_DATA")
+               "ACQ_IS_DUMMYSCAN_DATA", "ACQ_IS_RTFEEDBACK_DATA", "ACQ_IS_HPFEEDBACK_DATA",
+               "ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA", "ACQ_IS_PHASE_STABILIZATION",
+               "ACQ_IS_PHASE_STABILIZATION_REFERENCE")
+
+
+def _is_image_line(ismrmrd, acq, skip: list[int]) -> bool:
+    """An acquisition that belongs on encoding 0's imaging grid (calibration lines count only when they are
+    also imaging lines: a separate reference scan may have another resolution)."""
+    if acq.encoding_space_ref != 0 or any(acq.is_flag_set(flag) for flag in skip):
+        return False
+    return not (acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+                and not acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING))
 
 
 @dataclass
@@ -108,7 +121,7 @@ def read_ismrmrd(path: str | os.PathLike, dataset: str = "dataset") -> IsmrmrdKS
         skipped, shape = 0, None
         for i in range(n_acq):
             acq = dset.read_acquisition(i)
-            if any(acq.is_flag_set(flag) for flag in skip):
+            if not _is_image_line(ismrmrd, acq, skip):
                 skipped += 1
                 continue
             ix = acq.idx
@@ -157,8 +170,8 @@ def write_ismrmrd(path: str | os.PathLike, kspace: np.ndarray, noise_lines: int 
         raise ConfigError(f"k-space to write must be (slices, coils, rows, cols), got shape {k.shape}")
     n_slices, coils, rows, cols = k.shape
     path = Path(path)
-    if path.exists():
-        path.unlink()
+    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never a half-written file at path
+    tmp.unlink(missing_ok=True)
     enc = x.encodingType(
         encodedSpace=x.encodingSpaceType(matrixSize=x.matrixSizeType(x=rows, y=cols, z=1),
                                          fieldOfView_mm=x.fieldOfViewMm(x=float(rows), y=float(cols), z=1.0)),
@@ -170,7 +183,7 @@ def write_ismrmrd(path: str | os.PathLike, kspace: np.ndarray, noise_lines: int 
         trajectory=x.trajectoryType.CARTESIAN)
     header = x.ismrmrdHeader(encoding=[enc], experimentalConditions=x.experimentalConditionsType(
         H1resonanceFrequency_Hz=63_500_000))  # 1.5 T; the reader does not use it
-    dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    dset = ismrmrd.Dataset(str(tmp), "dataset", create_if_needed=True)
     try:
         dset.write_xml_header(x.ToXML(header))
         rng = np.random.default_rng(0)
@@ -185,6 +198,10 @@ def write_ismrmrd(path: str | os.PathLike, kspace: np.ndarray, noise_lines: int 
                 acq.idx.slice, acq.idx.kspace_encode_step_1 = s, e
                 acq.center_sample = rows // 2
                 dset.append_acquisition(acq)
-    finally:
+    except BaseException:
         dset.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    dset.close()
+    os.replace(tmp, path)
     return path

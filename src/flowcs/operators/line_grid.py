@@ -22,6 +22,8 @@ With ``cols == size`` it is the model's mask itself (when the LF bands agree).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import ConfigError
@@ -41,7 +43,7 @@ def native_budget(cols: int, acceleration: float, lf_fraction: float) -> tuple[i
     """``(total, lf)``: lines per native mask, ``round(cols / acceleration)``, and the native LF band (bool (cols,))."""
     if acceleration < 1:
         raise ConfigError(f"acceleration {acceleration!r} must be >= 1")
-    total = int(torch.floor(torch.tensor(cols / acceleration + 0.5)).item())
+    total = int(math.floor(cols / acceleration + 0.5))  # float64, as the model grid's budget (mri.config)
     lf = low_frequency_band(cols, lf_fraction)
     if total < int(lf.sum()):
         raise ConfigError(f"acceleration {acceleration:g} leaves {total} of {cols} lines, fewer than the "

@@ -56,7 +56,7 @@ class NativeMasker:
     """A loaded run + policy that turns complex images (n, rows, cols) into masks on their own column grid."""
 
     def __init__(self, ctx: RunContext, policy: str = "flow", acceleration: float | None = None):
-        from .. import get_experiment
+        from .stages import trained_flow
 
         m = ctx.cfg.mri
         self.ctx, self.size, self.lf_fraction = ctx, m.size, m.lf_fraction
@@ -67,8 +67,8 @@ class NativeMasker:
             raise ConfigError(f"on the run's {m.size}-column model grid: {exc}") from None
         self.geometry = dataclasses.replace(Geometry.from_cfg(ctx.cfg), total=total, n_lf=n_lf, k=self.k)
         self.policy_name = policy
-        if policy == "flow":
-            self.policy = get_experiment(ctx.experiment).flow_policy(ctx)
+        if policy == "flow":  # its centre prior covers this masker's budget, not necessarily the run's
+            self.policy = trained_flow(ctx, geometry=self.geometry)
         elif policy == "random":
             self.policy = RandomPolicy(m.size)
         elif policy == "equispaced":

@@ -83,11 +83,12 @@ def trained_modl(ctx: RunContext) -> MRIReconstructionTask:
     return MRIReconstructionTask(net, ctx.cfg.modl.ssim_weight).freeze()
 
 
-def trained_flow(ctx: RunContext, flow_cfg=None, stage: str = "flow") -> FlowPolicy:
+def trained_flow(ctx: RunContext, flow_cfg=None, stage: str = "flow", geometry: Geometry | None = None) -> FlowPolicy:
+    """The trained flow policy; ``geometry`` (default: the run's) sets the budget its centre prior covers."""
     f = flow_cfg or ctx.cfg.flow
     model = build_flow_model(ctx.cfg, trained_encoder(ctx), f)
     load_stage(ctx, stage, model, signature(ctx, stage, f))
-    geometry = Geometry.from_cfg(ctx.cfg)
+    geometry = geometry or Geometry.from_cfg(ctx.cfg)
     return FlowPolicy(model, ctx.cfg.mri.size, steps=f.steps, samples=f.samples, rounds=f.rounds,
                       condition_fn=geometry.condition_fn(), operator=geometry.operator,
                       prior=center_prior(geometry, f))
