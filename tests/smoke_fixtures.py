@@ -82,40 +82,43 @@ def fixture_path(experiment: str, kind: str) -> Path:
     return FIXTURES / f"{experiment}.{kind}.json"
 
 
-def loose_differences(got, want, where: str = "", rel: float = OTHER_PLATFORM_REL) -> list[str]:
-    """Another platform's check: the same keys and list lengths everywhere, every ``mean`` value within ``rel``
-    (other numbers, flags and verdicts derived from near-equal means may move and are not compared)."""
+def _tree_differences(got, want, where: str, leaf) -> list[str]:
+    """The same keys and list lengths everywhere; ``leaf(got, want, where)`` compares everything else."""
     if isinstance(want, dict) and isinstance(got, dict):
         out = [f"{where}.{k}: missing" for k in want if k not in got]
         out += [f"{where}.{k}: unexpected" for k in got if k not in want]
-        return out + [d for k in want if k in got for d in loose_differences(got[k], want[k], f"{where}.{k}", rel)]
+        return out + [d for k in want if k in got for d in _tree_differences(got[k], want[k], f"{where}.{k}", leaf)]
     if isinstance(want, list) and isinstance(got, list):
         if len(got) != len(want):
             return [f"{where}: length {len(got)} != {len(want)}"]
-        return [d for i, (g, w) in enumerate(zip(got, want)) for d in loose_differences(g, w, f"{where}[{i}]", rel)]
-    if where.split(".")[-1].startswith("mean") and isinstance(want, (int, float)) and not isinstance(want, bool):
-        ok = isinstance(got, (int, float)) and math.isclose(float(got), float(want), rel_tol=rel, abs_tol=1e-3)
-        return [] if ok else [f"{where}: {got!r} != {want!r} (rel {rel})"]
-    return []
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in _tree_differences(g, w, f"{where}[{i}]", leaf)]
+    return leaf(got, want, where)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def differences(got, want, where: str = "", tol: float = 1e-6) -> list[str]:
     """Human-readable differences between two JSON trees (numbers within ``tol``, relative or absolute)."""
-    if isinstance(want, dict) and isinstance(got, dict):
-        out = [f"{where}.{k}: missing" for k in want if k not in got]
-        out += [f"{where}.{k}: unexpected" for k in got if k not in want]
-        for k in want:
-            if k in got:
-                out += differences(got[k], want[k], f"{where}.{k}", tol)
-        return out
-    if isinstance(want, list) and isinstance(got, list):
-        if len(got) != len(want):
-            return [f"{where}: length {len(got)} != {len(want)}"]
-        return [d for i, (g, w) in enumerate(zip(got, want)) for d in differences(g, w, f"{where}[{i}]", tol)]
-    if isinstance(want, (int, float)) and isinstance(got, (int, float)) and not isinstance(want, bool):
-        ok = math.isclose(float(got), float(want), rel_tol=tol, abs_tol=tol)
-        return [] if ok else [f"{where}: {got!r} != {want!r}"]
-    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+    def leaf(g, w, at):
+        if _is_number(w) and isinstance(g, (int, float)):
+            return [] if math.isclose(float(g), float(w), rel_tol=tol, abs_tol=tol) else [f"{at}: {g!r} != {w!r}"]
+        return [] if g == w else [f"{at}: {g!r} != {w!r}"]
+
+    return _tree_differences(got, want, where, leaf)
+
+
+def loose_differences(got, want, where: str = "", rel: float = OTHER_PLATFORM_REL) -> list[str]:
+    """Another platform's check: the same keys and list lengths everywhere, every ``mean`` value within ``rel``
+    (other numbers, flags and verdicts derived from near-equal means may move and are not compared)."""
+    def leaf(g, w, at):
+        if not (at.split(".")[-1].startswith("mean") and _is_number(w)):
+            return []
+        ok = isinstance(g, (int, float)) and math.isclose(float(g), float(w), rel_tol=rel, abs_tol=1e-3)
+        return [] if ok else [f"{at}: {g!r} != {w!r} (rel {rel})"]
+
+    return _tree_differences(got, want, where, leaf)
 
 
 def main() -> int:

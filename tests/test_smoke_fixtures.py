@@ -40,10 +40,10 @@ def smoke(experiment: str, root) -> dict:
 @pytest.mark.slow  # ≈ 2.5 minutes for all five experiments (one thread)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_smoke_numbers_match_the_fixtures(experiment, smoke_root):
-    recorded = json.loads((FIXTURES / "platform.json").read_text())
-    exact = platform() == recorded
+    recorded, here = json.loads((FIXTURES / "platform.json").read_text()), platform()
+    exact = here == recorded
     if not exact:
-        warnings.warn(f"smoke fixtures were written on {recorded}, this is {platform()}: structure and means "
+        warnings.warn(f"smoke fixtures were written on {recorded}, this is {here}: structure and means "
                       "within the other-platform tolerance only", stacklevel=1)
     for kind, payload in smoke(experiment, smoke_root).items():
         want = json.loads(fixture_path(experiment, kind).read_text())
