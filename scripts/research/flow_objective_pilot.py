@@ -1,0 +1,174 @@
+"""Research record (closing note 25, docs/design.md "Objectives tried on validation"): short validation pilots of
+the mnist-classify flow stage with objective variants patched in from outside src/ (a src change needs a full
+reproduction of results/ before it can land). Not a public tool; it reads flowcs internals.
+
+usage (repository root, one thread per job):
+  flowcs run mnist-classify --run-dir runs/diag/mc-all --threads 1 --device cpu --set eval.split=val   # frozen models
+  OMP_NUM_THREADS=1 python scripts/research/flow_objective_pilot.py NAME VARIANT STEPS [key=value ...]
+VARIANT: base  - the committed objective (task loss through the sigmoid gate on the one-step estimate x1_hat)
+         st    - the same, but the task loss reads the HARD top-k of x1_hat (straight-through: forward hard, grad soft)
+         e2e   - end to end: the sampler itself (flow.steps Euler steps) with gradient, ST top-k of its standardised
+                 final scores, task loss; flow.rounds > 1 trains one round per batch on no-grad roll-outs
+         joint - end to end over all flow.rounds rounds at once: each round's new locations are an ST top-k, round r's
+                 condition is rebuilt from the hard masks of rounds < r, one task loss on the full budget
+key=value: config overrides (flow.steps=4, flow.rounds=4, ...) and val=N (validation digits scored, default 1000),
+temp=T (ST sigmoid temperature on z-scores), seed=S, zero=1 (x0 = 0 at evaluation), tag=T (result name suffix).
+The classifier and U-Net checkpoints of runs/diag/mc-all are linked (same seed and code); the flow stage trains for
+STEPS steps per epoch (flow.loop.epochs=E for more). Scores the first VAL validation digits (never the test split)
+at 1 / 4 / 8 %; appends to runs/pilot/results.jsonl and saves per-digit correctness for paired differences.
+"""
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+import flowcs.flow.objective as objective  # noqa: E402
+from flowcs.evaluation.loop import Entry, evaluate  # noqa: E402
+from flowcs.experiments import get_experiment  # noqa: E402
+from flowcs.experiments.context import build_context  # noqa: E402
+from flowcs.masks import rate_to_budget, select_topk, sigmoid_gate, topk_threshold  # noqa: E402
+from flowcs.rng import randn_rows  # noqa: E402
+
+name, variant, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+extra = dict(a.split("=", 1) for a in sys.argv[4:])
+VAL = int(extra.pop("val", 1000))
+E2E_TEMP = float(extra.pop("temp", 1.0))
+ZERO = extra.pop("zero", "0") == "1"
+TAG = extra.pop("tag", "")
+SEED = int(extra.pop("seed", 0))
+run = Path("runs/pilot") / name
+run.mkdir(parents=True, exist_ok=True)
+for f in ("classifier.pt", "unet.pt"):
+    if not (run / f).exists():
+        os.symlink(Path("runs/diag/mc-all").resolve() / f, run / f)
+over = ["flow.loop.epochs=1", f"flow.loop.steps_per_epoch={steps}", "eval.split=val"]
+over += [f"{k}={v}" for k, v in extra.items()]
+ctx = build_context("mnist-classify", overrides=over, run_dir=str(run), device="cpu", seed=SEED)
+exp = get_experiment("mnist-classify")
+
+
+def st_gate(scores, k, t, a=30.0, b=1.0, acquired=None):
+    soft = sigmoid_gate(scores, k, t, a, b, acquired)
+    acq = torch.zeros_like(scores, dtype=torch.bool) if acquired is None else acquired.bool()
+    hard = (select_topk(scores, k, acq) | acq).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+def e2e_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
+    if self.rounds > 1:  # roll out rounds 0..r-1 with the current sampler (no grad), train round r end to end
+        from flowcs.flow.policy import acquire_in_rounds, integrate_scores
+        from flowcs.masks import split_budget
+        sizes = split_budget(k, self.rounds)
+        r = int(torch.randint(len(sizes), (1,), generator=generator)) if len(sizes) > 1 else 0
+        if r > 0:
+            with torch.no_grad():
+                acquired = acquire_in_rounds(
+                    lambda c, a: integrate_scores(self.model, c, a, self.operator.n_locations, ctx.cfg.flow.steps,
+                                                  1, generator), acquisition.condition, condition, acquired, sizes[:r])
+                condition = acquisition.condition(acquired)
+        k = sizes[r]
+    feats = self.model.features(condition, acquired)
+    n = self.operator.n_locations
+    xs = randn_rows(x.shape[0], n, generator=generator, device=x.device)
+    n_steps = ctx.cfg.flow.steps
+    for i in range(n_steps):
+        t = torch.full((xs.shape[0],), i / n_steps, device=x.device)
+        xs = xs + self.model(xs, t, feats) / n_steps
+    z = xs.masked_fill(acquired, 0.0)
+    free = (~acquired).float()
+    cnt = free.sum(1, keepdim=True)
+    mu = (z * free).sum(1, keepdim=True) / cnt
+    sd = (((z - mu) ** 2 * free).sum(1, keepdim=True) / cnt).sqrt() + 1e-6
+    zs = (xs - mu) / sd
+    tau = topk_threshold(zs.detach(), k, acquired)
+    soft = torch.sigmoid((zs - tau) / E2E_TEMP)
+    soft = torch.where(acquired, torch.ones_like(soft), soft)
+    hard = (select_topk(zs, k, acquired) | acquired).to(soft.dtype)
+    m = hard + soft - soft.detach()
+    op = self.operator
+    pred = self.task.predict(op.zero_filled(op.measure(x, m), m), op.mask_to_image(m))
+    l_task = self.task.loss(pred, y)
+    zero = torch.zeros((), device=x.device)
+    return {"loss": l_task, "task": l_task.detach(), "fm": zero, "s_fm": zero, "s_task": zero}
+
+
+def st_topk(xs, k, acquired):
+    """ST top-k of standardised scores among the free locations: forward hard new locations, grad sigmoid."""
+    free = (~acquired).float()
+    cnt = free.sum(1, keepdim=True)
+    z = xs.masked_fill(acquired, 0.0)
+    mu = (z * free).sum(1, keepdim=True) / cnt
+    sd = (((z - mu) ** 2 * free).sum(1, keepdim=True) / cnt).sqrt() + 1e-6
+    zs = (xs - mu) / sd
+    tau = topk_threshold(zs.detach(), k, acquired)
+    soft = torch.sigmoid((zs - tau) / E2E_TEMP) * free
+    hard = select_topk(zs, k, acquired)
+    return hard, hard.to(soft.dtype) + soft - soft.detach()
+
+
+def joint_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
+    """All R rounds rolled out WITH gradient through each round's ST mask; one task loss at the full budget
+    (non-greedy, like A-DPS). Conditions between rounds are rebuilt from the hard masks (no grad through them)."""
+    from flowcs.masks import split_budget
+    n = self.operator.n_locations
+    n_steps = ctx.cfg.flow.steps
+    taken = acquired.bool()
+    m = taken.float()
+    for r, c in enumerate(split_budget(k, self.rounds)):
+        if r > 0:
+            condition = acquisition.condition(taken)
+        feats = self.model.features(condition, taken)
+        xs = randn_rows(x.shape[0], n, generator=generator, device=x.device)
+        for i in range(n_steps):
+            t = torch.full((xs.shape[0],), i / n_steps, device=x.device)
+            xs = xs + self.model(xs, t, feats) / n_steps
+        hard, st = st_topk(xs, c, taken)
+        m = m + st
+        taken = taken | hard
+    op = self.operator
+    pred = self.task.predict(op.zero_filled(op.measure(x, m), m), op.mask_to_image(m))
+    l_task = self.task.loss(pred, y)
+    zero = torch.zeros((), device=x.device)
+    return {"loss": l_task, "task": l_task.detach(), "fm": zero, "s_fm": zero, "s_task": zero}
+
+
+if variant == "joint":
+    objective.FlowTaskObjective.forward = joint_forward
+elif variant == "st":
+    objective.sigmoid_gate = st_gate
+elif variant == "e2e":
+    objective.FlowTaskObjective.forward = e2e_forward
+elif variant != "base":
+    sys.exit(f"unknown variant {variant}")
+
+if ZERO:
+    import flowcs.flow.policy as fpol
+    fpol.randn_rows = lambda *shape, generator=None, device="cpu": torch.zeros(*shape, device=device)
+t0 = time.time()
+if not (run / "flow.pt").exists():
+    xtr, ytr, _ = exp.load_data(ctx, "train")
+    torch.manual_seed(SEED)
+    exp.train_flow(ctx, ctx.cfg.flow, xtr, ytr)
+train_s = time.time() - t0
+setup = exp.setup(ctx, split="val")
+setup.test = setup.test.head(VAL)
+rates = [1.0, 4.0, 8.0]
+budgets = [rate_to_budget(r, setup.operator.n_locations) for r in rates]
+pol = exp.flow_policy(ctx)
+res = evaluate(setup, {"flow": Entry(pol)}, exp.draws(ctx), 1, 500, ctx.device, budgets=budgets, desc=name)
+out = {"name": name + TAG, "zero": ZERO, "variant": variant, "steps": steps, "extra": extra, "val_images": VAL,
+       "seed": SEED, "train_s": train_s}
+for r, b in zip(rates, budgets):
+    v = res.values[setup.primary]["flow"][b][0].float()
+    out[f"acc@{r:g}"] = round(100 * float(v.mean()), 2)
+    out[f"se@{r:g}"] = round(100 * float(v.std() / math.sqrt(len(v))), 2)
+per_image = {r: res.values[setup.primary]["flow"][b][0].float() for r, b in zip(rates, budgets)}
+torch.save(per_image, run / f"per_image{TAG}.pt")
+print(json.dumps(out), flush=True)
+with open("runs/pilot/results.jsonl", "a") as fh:
+    fh.write(json.dumps(out) + "\n")
