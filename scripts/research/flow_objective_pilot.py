@@ -59,44 +59,6 @@ def st_gate(scores, k, t, a=30.0, b=1.0, acquired=None):
     return hard + soft - soft.detach()
 
 
-def e2e_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
-    if self.rounds > 1:  # roll out rounds 0..r-1 with the current sampler (no grad), train round r end to end
-        from flowcs.flow.policy import acquire_in_rounds, integrate_scores
-        from flowcs.masks import split_budget
-        sizes = split_budget(k, self.rounds)
-        r = int(torch.randint(len(sizes), (1,), generator=generator)) if len(sizes) > 1 else 0
-        if r > 0:
-            with torch.no_grad():
-                acquired = acquire_in_rounds(
-                    lambda c, a: integrate_scores(self.model, c, a, self.operator.n_locations, ctx.cfg.flow.steps,
-                                                  1, generator), acquisition.condition, condition, acquired, sizes[:r])
-                condition = acquisition.condition(acquired)
-        k = sizes[r]
-    feats = self.model.features(condition, acquired)
-    n = self.operator.n_locations
-    xs = randn_rows(x.shape[0], n, generator=generator, device=x.device)
-    n_steps = ctx.cfg.flow.steps
-    for i in range(n_steps):
-        t = torch.full((xs.shape[0],), i / n_steps, device=x.device)
-        xs = xs + self.model(xs, t, feats) / n_steps
-    z = xs.masked_fill(acquired, 0.0)
-    free = (~acquired).float()
-    cnt = free.sum(1, keepdim=True)
-    mu = (z * free).sum(1, keepdim=True) / cnt
-    sd = (((z - mu) ** 2 * free).sum(1, keepdim=True) / cnt).sqrt() + 1e-6
-    zs = (xs - mu) / sd
-    tau = topk_threshold(zs.detach(), k, acquired)
-    soft = torch.sigmoid((zs - tau) / E2E_TEMP)
-    soft = torch.where(acquired, torch.ones_like(soft), soft)
-    hard = (select_topk(zs, k, acquired) | acquired).to(soft.dtype)
-    m = hard + soft - soft.detach()
-    op = self.operator
-    pred = self.task.predict(op.zero_filled(op.measure(x, m), m), op.mask_to_image(m))
-    l_task = self.task.loss(pred, y)
-    zero = torch.zeros((), device=x.device)
-    return {"loss": l_task, "task": l_task.detach(), "fm": zero, "s_fm": zero, "s_task": zero}
-
-
 def st_topk(xs, k, acquired):
     """ST top-k of standardised scores among the free locations: forward hard new locations, grad sigmoid."""
     free = (~acquired).float()
@@ -111,30 +73,55 @@ def st_topk(xs, k, acquired):
     return hard, hard.to(soft.dtype) + soft - soft.detach()
 
 
+def sampled_scores(self, condition, acquired, generator):
+    """The sampler's final scores WITH gradient (flow.steps Euler steps from fresh noise)."""
+    feats = self.model.features(condition, acquired)
+    xs = randn_rows(condition.shape[0], self.operator.n_locations, generator=generator, device=condition.device)
+    n_steps = ctx.cfg.flow.steps
+    for i in range(n_steps):
+        t = torch.full((xs.shape[0],), i / n_steps, device=xs.device)
+        xs = xs + self.model(xs, t, feats) / n_steps
+    return xs
+
+
+def task_output(self, x, y, m):
+    """The objective's output dict for the task loss of the (straight-through) mask ``m``."""
+    op = self.operator
+    l_task = self.task.loss(self.task.predict(op.zero_filled(op.measure(x, m), m), op.mask_to_image(m)), y)
+    zero = torch.zeros((), device=x.device)
+    return {"loss": l_task, "task": l_task.detach(), "fm": zero, "s_fm": zero, "s_task": zero}
+
+
+def e2e_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
+    if self.rounds > 1:  # roll out rounds 0..r-1 with the current sampler (no grad), train round r end to end
+        from flowcs.flow.policy import acquire_in_rounds, integrate_scores
+        from flowcs.masks import split_budget
+        sizes = split_budget(k, self.rounds)
+        r = int(torch.randint(len(sizes), (1,), generator=generator)) if len(sizes) > 1 else 0
+        if r > 0:
+            with torch.no_grad():
+                acquired = acquire_in_rounds(
+                    lambda c, a: integrate_scores(self.model, c, a, self.operator.n_locations, ctx.cfg.flow.steps,
+                                                  1, generator), acquisition.condition, condition, acquired, sizes[:r])
+                condition = acquisition.condition(acquired)
+        k = sizes[r]
+    _, st = st_topk(sampled_scores(self, condition, acquired, generator), k, acquired)
+    return task_output(self, x, y, acquired.float() + st)
+
+
 def joint_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
     """All R rounds rolled out WITH gradient through each round's ST mask; one task loss at the full budget
     (non-greedy, like A-DPS). Conditions between rounds are rebuilt from the hard masks (no grad through them)."""
     from flowcs.masks import split_budget
-    n = self.operator.n_locations
-    n_steps = ctx.cfg.flow.steps
     taken = acquired.bool()
     m = taken.float()
     for r, c in enumerate(split_budget(k, self.rounds)):
         if r > 0:
             condition = acquisition.condition(taken)
-        feats = self.model.features(condition, taken)
-        xs = randn_rows(x.shape[0], n, generator=generator, device=x.device)
-        for i in range(n_steps):
-            t = torch.full((xs.shape[0],), i / n_steps, device=x.device)
-            xs = xs + self.model(xs, t, feats) / n_steps
-        hard, st = st_topk(xs, c, taken)
+        hard, st = st_topk(sampled_scores(self, condition, taken, generator), c, taken)
         m = m + st
         taken = taken | hard
-    op = self.operator
-    pred = self.task.predict(op.zero_filled(op.measure(x, m), m), op.mask_to_image(m))
-    l_task = self.task.loss(pred, y)
-    zero = torch.zeros((), device=x.device)
-    return {"loss": l_task, "task": l_task.detach(), "fm": zero, "s_fm": zero, "s_task": zero}
+    return task_output(self, x, y, m)
 
 
 if variant == "joint":
@@ -163,11 +150,10 @@ pol = exp.flow_policy(ctx)
 res = evaluate(setup, {"flow": Entry(pol)}, exp.draws(ctx), 1, 500, ctx.device, budgets=budgets, desc=name)
 out = {"name": name + TAG, "zero": ZERO, "variant": variant, "steps": steps, "extra": extra, "val_images": VAL,
        "seed": SEED, "train_s": train_s}
-for r, b in zip(rates, budgets):
-    v = res.values[setup.primary]["flow"][b][0].float()
+per_image = {r: res.values[setup.primary]["flow"][b][0].float() for r, b in zip(rates, budgets)}
+for r, v in per_image.items():
     out[f"acc@{r:g}"] = round(100 * float(v.mean()), 2)
     out[f"se@{r:g}"] = round(100 * float(v.std() / math.sqrt(len(v))), 2)
-per_image = {r: res.values[setup.primary]["flow"][b][0].float() for r, b in zip(rates, budgets)}
 torch.save(per_image, run / f"per_image{TAG}.pt")
 print(json.dumps(out), flush=True)
 with open("runs/pilot/results.jsonl", "a") as fh:
