@@ -31,8 +31,8 @@ import flowcs.flow.objective as objective  # noqa: E402
 from flowcs.evaluation.loop import Entry, evaluate  # noqa: E402
 from flowcs.experiments import get_experiment  # noqa: E402
 from flowcs.experiments.context import build_context  # noqa: E402
-from flowcs.masks import rate_to_budget, select_topk, sigmoid_gate, topk_threshold  # noqa: E402
-from flowcs.rng import randn_rows  # noqa: E402
+from flowcs.flow.policy import acquire_in_rounds, integrate_scores  # noqa: E402
+from flowcs.masks import rate_to_budget, select_topk, sigmoid_gate, split_budget, topk_threshold  # noqa: E402
 
 name, variant, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 extra = dict(a.split("=", 1) for a in sys.argv[4:])
@@ -74,14 +74,10 @@ def st_topk(xs, k, acquired):
 
 
 def sampled_scores(self, condition, acquired, generator):
-    """The sampler's final scores WITH gradient (flow.steps Euler steps from fresh noise)."""
-    feats = self.model.features(condition, acquired)
-    xs = randn_rows(condition.shape[0], self.operator.n_locations, generator=generator, device=condition.device)
-    n_steps = ctx.cfg.flow.steps
-    for i in range(n_steps):
-        t = torch.full((xs.shape[0],), i / n_steps, device=xs.device)
-        xs = xs + self.model(xs, t, feats) / n_steps
-    return xs
+    """The sampler's final scores WITH gradient (flow.steps Euler steps from fresh noise; integrate_scores sets no
+    autograd context)."""
+    return integrate_scores(self.model, condition, acquired, self.operator.n_locations, ctx.cfg.flow.steps, 1,
+                            generator)
 
 
 def task_output(self, x, y, m):
@@ -94,15 +90,12 @@ def task_output(self, x, y, m):
 
 def e2e_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
     if self.rounds > 1:  # roll out rounds 0..r-1 with the current sampler (no grad), train round r end to end
-        from flowcs.flow.policy import acquire_in_rounds, integrate_scores
-        from flowcs.masks import split_budget
         sizes = split_budget(k, self.rounds)
         r = int(torch.randint(len(sizes), (1,), generator=generator)) if len(sizes) > 1 else 0
         if r > 0:
             with torch.no_grad():
-                acquired = acquire_in_rounds(
-                    lambda c, a: integrate_scores(self.model, c, a, self.operator.n_locations, ctx.cfg.flow.steps,
-                                                  1, generator), acquisition.condition, condition, acquired, sizes[:r])
+                acquired = acquire_in_rounds(lambda c, a: sampled_scores(self, c, a, generator),
+                                             acquisition.condition, condition, acquired, sizes[:r])
                 condition = acquisition.condition(acquired)
         k = sizes[r]
     _, st = st_topk(sampled_scores(self, condition, acquired, generator), k, acquired)
@@ -112,7 +105,6 @@ def e2e_forward(self, x, y, condition, acquired, k, generator=None, acquisition=
 def joint_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
     """All R rounds rolled out WITH gradient through each round's ST mask; one task loss at the full budget
     (non-greedy, like A-DPS). Conditions between rounds are rebuilt from the hard masks (no grad through them)."""
-    from flowcs.masks import split_budget
     taken = acquired.bool()
     m = taken.float()
     for r, c in enumerate(split_budget(k, self.rounds)):
@@ -133,15 +125,15 @@ elif variant == "e2e":
 elif variant != "base":
     sys.exit(f"unknown variant {variant}")
 
-if ZERO:
-    import flowcs.flow.policy as fpol
-    fpol.randn_rows = lambda *shape, generator=None, device="cpu": torch.zeros(*shape, device=device)
 t0 = time.time()
 if not (run / "flow.pt").exists():
     xtr, ytr, _ = exp.load_data(ctx, "train")
     torch.manual_seed(SEED)
     exp.train_flow(ctx, ctx.cfg.flow, xtr, ytr)
 train_s = time.time() - t0
+if ZERO:  # after training: x0 = 0 at evaluation only (training's sampler shares integrate_scores)
+    import flowcs.flow.policy as fpol
+    fpol.randn_rows = lambda *shape, generator=None, device="cpu": torch.zeros(*shape, device=device)
 setup = exp.setup(ctx, split="val")
 setup.test = setup.test.head(VAL)
 rates = [1.0, 4.0, 8.0]
