@@ -42,7 +42,6 @@ torch.set_num_threads(1)
 import flowcs.experiments.classify as classify  # noqa: E402
 import flowcs.experiments.pixel as pixel  # noqa: E402
 import flowcs.flow.objective as objective  # noqa: E402
-from flowcs.acquisition import full_measurement, observer  # noqa: E402
 from flowcs.evaluation.loop import Entry, evaluate  # noqa: E402
 from flowcs.experiments import get_experiment  # noqa: E402
 from flowcs.experiments.context import build_context  # noqa: E402
@@ -103,10 +102,11 @@ def sampled_scores(self, condition, acquired, generator):
                             generator)
 
 
-def task_output(self, x, y, m):
-    """The objective's output dict for the task loss of the (straight-through) mask ``m``."""
+def task_output(self, x, y, m, acquisition):
+    """The objective's output dict for the task loss of the (straight-through) mask ``m`` (``linear=1``: the
+    batch's own full measurement, masked once by ``Acquisition.observe``)."""
     op = self.operator
-    zf = observer(op, full_measurement(op, x))(m) if LINEAR else op.zero_filled(op.measure(x, m), m)
+    zf = acquisition.observe(m) if LINEAR else op.zero_filled(op.measure(x, m), m)
     l_task = self.task.loss(self.task.predict(zf, op.mask_to_image(m)), y)
     zero = torch.zeros((), device=x.device)
     return {"loss": l_task, "task": l_task.detach(), "fm": zero, "s_fm": zero, "s_task": zero}
@@ -123,7 +123,7 @@ def e2e_forward(self, x, y, condition, acquired, k, generator=None, acquisition=
                 condition = acquisition.condition(acquired)
         k = sizes[r]
     _, st = st_topk(sampled_scores(self, condition, acquired, generator), k, acquired)
-    return task_output(self, x, y, acquired.float() + st)
+    return task_output(self, x, y, acquired.float() + st, acquisition)
 
 
 def joint_forward(self, x, y, condition, acquired, k, generator=None, acquisition=None):
@@ -143,27 +143,13 @@ def joint_forward(self, x, y, condition, acquired, k, generator=None, acquisitio
             hard, st = st_topk(scores, c, taken)
         m = m + st
         taken = taken | hard
-    return task_output(self, x, y, m)
-
-
-class TrainableEncoder(FrozenEncoder):
-    """A FrozenEncoder whose network trains (same state-dict keys, so load_stage restores the fine-tuned copy).
-    Normalisation layers stay in eval mode, as in the frozen encoder."""
-
-    def forward(self, condition):
-        return getattr(self.net, self.method)(condition)
-
-
-def trunk_flow_model(unet, operator, net):
-    model = _build_flow_model(copy.deepcopy(unet), operator, net)
-    model.encoder.__class__ = TrainableEncoder
-    for p in model.encoder.net.parameters():
-        p.requires_grad_(True)
-    return model
+    return task_output(self, x, y, m, acquisition)
 
 
 class GradThroughEncoder(FrozenEncoder):
-    """Frozen weights, but gradient flows to the condition (condgrad=1)."""
+    """A FrozenEncoder without its no_grad: gradient reaches the condition (condgrad=1) and, once its weights are
+    set trainable, the weights (trunk=1; same state-dict keys, so load_stage restores the fine-tuned copy).
+    Normalisation layers stay in eval mode either way."""
 
     def forward(self, condition):
         return getattr(self.net, self.method)(condition)
@@ -172,6 +158,13 @@ class GradThroughEncoder(FrozenEncoder):
 def condgrad_flow_model(unet, operator, net):
     model = _build_flow_model(unet, operator, net)
     model.encoder.__class__ = GradThroughEncoder
+    return model
+
+
+def trunk_flow_model(unet, operator, net):
+    model = condgrad_flow_model(copy.deepcopy(unet), operator, net)
+    for p in model.encoder.net.parameters():
+        p.requires_grad_(True)
     return model
 
 
