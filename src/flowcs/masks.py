@@ -1,4 +1,4 @@
-"""Sampling masks: budgets, hard top-k selection, and the differentiable sigmoid gate.
+"""Sampling masks: budgets, hard top-k selection, the differentiable sigmoid gate and its straight-through form.
 
 A mask lives on the N *locations* an operator can measure (pixels, k-space
 columns...) as a (B, N) tensor. Hard masks are ``bool``; soft masks used while
@@ -135,6 +135,27 @@ def sigmoid_gate(
     t = torch.as_tensor(t, dtype=scores.dtype, device=scores.device).reshape(-1, 1)
     soft = torch.sigmoid(kappa(t, a, b) * (scores - tau))
     return torch.where(acquired, torch.ones_like(soft), soft)
+
+
+def straight_through_topk(scores: torch.Tensor, k: int, acquired: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard top-k in the forward pass, a sigmoid's gradient in the backward pass.
+
+    Returns ``(hard, mask)``: ``hard`` is :func:`select_topk`'s bool mask of the k new locations; ``mask`` equals
+    ``hard`` as floats but carries the gradient of σ(z − τ_k(z)), with z the scores standardised over the free
+    locations (so the slope does not depend on the scale the flow's scores drift to). Used where the task loss
+    must see exactly the mask the policy will acquire (end-to-end training through the sampler). On the
+    mnist-classify validation pilots a steeper slope (temperature 0.3) was worse than 1 (docs/design.md).
+    """
+    acquired = _acquired_or_empty(scores, acquired)
+    free = (~acquired).to(scores.dtype)
+    count = free.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (scores.masked_fill(acquired, 0.0) * free).sum(1, keepdim=True) / count
+    std = ((((scores - mean) * free) ** 2).sum(1, keepdim=True) / count).sqrt() + 1e-6
+    z = (scores - mean) / std
+    hard = select_topk(scores.detach(), k, acquired)  # the policy's own selection (z only rescales)
+    soft = torch.sigmoid(z - topk_threshold(z.detach(), k, acquired)) * free
+    return hard, hard.to(soft.dtype) + (soft - soft.detach())  # exactly 0 forward: the value is the hard mask
 
 
 def random_mask(

@@ -167,8 +167,7 @@ def load_flow_policy(ctx: RunContext, stage: str, unet: ReconUNet, operator: Pix
 def build_flow_objective(model: FlowModel, task: Task, operator: PixelOperator, cfg: FlowTrainConfig
                          ) -> FlowTaskObjective:
     target = TargetEstimator(cfg.target, task, operator, cfg.best_of_r, cfg.greedy_chunks)
-    return FlowTaskObjective(model, task, operator, target, cfg.loss, cfg.gate_a, cfg.gate_b, cfg.rounds,
-                             cfg.rollout_steps)
+    return FlowTaskObjective.from_config(model, task, operator, target, cfg)
 
 
 def flow_batch_fn(images: torch.Tensor, labels: torch.Tensor, operator: PixelOperator, cfg: FlowTrainConfig,
