@@ -51,6 +51,7 @@ from .pixel import (
     check_rate_range,
     check_split,
     flow_batch_fn,
+    flow_net_signature,
     load_flow_policy,
 )
 
@@ -205,7 +206,7 @@ class MNISTClassify(PixelExperiment):
             return {"experiment": NAME, "widths": list(c.unet.widths), "bottleneck": c.unet.bottleneck}
         if stage == "flow" or stage.startswith("ablation-"):
             f = flow_cfg or c.flow
-            return {"experiment": NAME, "flow_widths": list(f.net.widths), "flow_bottleneck": f.net.bottleneck,
+            return {"experiment": NAME, **flow_net_signature(f.net),
                     "unet_widths": list(c.unet.widths), **objective_signature(f)}
         return {"experiment": NAME, "model": "mlp-784-256-128-128-10"}
 

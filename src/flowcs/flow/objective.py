@@ -23,11 +23,16 @@ with ``rollout_steps`` steps, hard top-k — are scored by the task loss and the
 
 ``objective = "joint"`` replaces all of the above by end-to-end training of the policy as it runs: the sampler
 (the policy's own Euler steps and samples) integrates with gradient, every round's new locations are a
-straight-through top-k (:func:`flowcs.masks.straight_through_topk`), round r's condition is rebuilt from the hard
-masks of rounds < r, and one task loss is taken on the full budget. Round 0 is thus judged by what the task reads
-after the last round (as A-DPS trains its steps) rather than greedily at its own partial mask; the forward pass is
-exactly the policy's acquisition. No FM target: the loss is the task loss. Why (mnist-classify validation
-pilots, docs/design.md): the one-step gate and the greedy roll-out rounds lose to it at 4–8 %.
+straight-through top-k (:func:`flowcs.masks.straight_through_topk`, relaxation ``relax``), round r's condition is
+rebuilt from the masks of rounds < r (straight-through ones with ``condition_grad``), and one task loss is taken on
+the full budget. Round 0 is thus judged by what the task reads after the last round (as A-DPS trains its steps)
+rather than greedily at its own partial mask; the forward pass is exactly the policy's acquisition. No FM target:
+the loss is the task loss. The task reads the batch's full measurement masked **once**, ``A_1ᴴ(m ⊙ y)``
+(``Acquisition.observe``, as the straight-through peers train, :mod:`flowcs.policies.training`), not
+``zero_filled(measure(x, m), m)``: the two agree on the hard forward values, but the latter is m² in the mask and
+gives every unselected location exactly zero gradient, so a straight-through flow could only ever push its chosen
+locations down. Why (mnist-classify validation pilots, docs/design.md): the one-step gate and the greedy roll-out
+rounds lose to it at 4–8 %, and the linear measurement with DPS's softmax relaxation closes the gap to A-DPS.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..acquisition import full_measurement, observer
 from ..errors import ConfigError
-from ..masks import select_topk, sigmoid_gate, split_budget
+from ..masks import ST_RELAXATIONS, select_topk, sigmoid_gate, split_budget
 from ..operators.base import Operator
 from ..rng import randn_rows
 from ..tasks.base import Task
@@ -68,6 +74,8 @@ class ObjectiveConfig:
     # gate: FM + task loss through the sigmoid gate on the one-step estimate (paper Alg. 1); joint: end to end
     # through the policy's own sampler and all its rounds, task loss only (see the module docstring)
     objective: str = "gate"
+    relax: str = "auto"  # joint: straight-through relaxation (flowcs.masks.straight_through_topk)
+    condition_grad: bool = False  # joint: conditions between rounds measured with the straight-through masks
 
 
 def objective_signature(cfg) -> dict:
@@ -83,6 +91,9 @@ def objective_signature(cfg) -> dict:
         sig["rounds"] = int(cfg.rounds)
     if getattr(cfg, "objective", "gate") != "gate":
         sig["objective"] = cfg.objective
+        sig["relax"] = cfg.relax
+        if cfg.condition_grad:
+            sig["condition_grad"] = True
     if getattr(cfg, "center_prior", 0.0):
         sig["center_prior"] = float(cfg.center_prior)
     return sig
@@ -101,6 +112,8 @@ def check_flow_settings(cfg, where: str = "flow") -> None:
     if cfg.objective == "joint" and (cfg.loss, cfg.target) != ("task", "none"):
         raise ConfigError(f"{where}.objective 'joint' trains on the task loss alone: set {where}.loss=task "
                           f"{where}.target=none")
+    if cfg.relax not in ST_RELAXATIONS:
+        raise ConfigError(f"{where}.relax {cfg.relax!r}: choose one of {', '.join(ST_RELAXATIONS)}")
     if cfg.target == "none" and cfg.loss != "task":
         raise ConfigError(f"{where}.target 'none' gives no flow-matching target: use {where}.loss=task with it")
     bad = [name for name in ("rounds", "rollout_steps", "greedy_chunks", "best_of_r", "steps")
@@ -126,6 +139,8 @@ class FlowTaskObjective(nn.Module):
         prior: torch.Tensor | None = None,
         objective: str = "gate",
         samples: int = 1,
+        relax: str = "auto",
+        condition_grad: bool = False,
     ):
         super().__init__()
         if loss not in LOSS_MODES:
@@ -134,6 +149,8 @@ class FlowTaskObjective(nn.Module):
             raise ConfigError("target 'none' gives no flow-matching target: use loss 'task' with it")
         if objective not in OBJECTIVES:
             raise ConfigError(f"unknown flow objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if relax not in ST_RELAXATIONS:
+            raise ConfigError(f"unknown relaxation {relax!r}; choose one of {', '.join(ST_RELAXATIONS)}")
         if rounds < 1 or rollout_steps < 1:
             raise ConfigError(f"flow.rounds and flow.rollout_steps must be >= 1, got {rounds}, {rollout_steps}")
         self.model = model
@@ -144,6 +161,7 @@ class FlowTaskObjective(nn.Module):
         self.gate_a, self.gate_b = gate_a, gate_b
         self.rounds, self.rollout_steps = int(rounds), int(rollout_steps)
         self.objective, self.samples = objective, int(samples)
+        self.relax, self.condition_grad = relax, bool(condition_grad)
         self.register_buffer("prior", None if prior is None else prior.float().clone(), persistent=False)
         self.kendall = KendallWeighting(2)
         self.path = LinearPath()
@@ -156,7 +174,7 @@ class FlowTaskObjective(nn.Module):
         joint = cfg.objective == "joint"
         return cls(model, task, operator, target, cfg.loss, cfg.gate_a, cfg.gate_b, cfg.rounds,
                    cfg.steps if joint else cfg.rollout_steps, prior, cfg.objective,
-                   getattr(cfg, "samples", 1) if joint else 1)
+                   getattr(cfg, "samples", 1) if joint else 1, cfg.relax, cfg.condition_grad)
 
     def _scores(self, condition, acquired, generator, samples: int = 1) -> torch.Tensor:
         s = integrate_scores(self.model, condition, acquired, self.operator.n_locations, self.rollout_steps,
@@ -169,10 +187,12 @@ class FlowTaskObjective(nn.Module):
 
     def _joint(self, x, y, condition, acquired, k, generator, acquisition) -> dict[str, torch.Tensor]:
         sizes = split_budget(k, self.rounds)
+        op = self.operator
+        observe = acquisition.observe if acquisition is not None else observer(op, full_measurement(op, x))
         rebuild = None if acquisition is None else acquisition.condition
         _, mask = acquire_straight_through(lambda c, a: self._scores(c, a, generator, self.samples), rebuild,
-                                           condition, acquired, sizes)
-        l_task = self._task_loss(x, y, mask)
+                                           condition, acquired, sizes, self.relax, self.condition_grad)
+        l_task = self.task.loss(self.task.predict(observe(mask), op.mask_to_image(mask)), y)
         zero = torch.zeros((), device=x.device)
         return {"loss": l_task, "fm": zero, "task": l_task.detach(), "s_fm": zero, "s_task": zero}
 

@@ -43,21 +43,23 @@ def acquire_in_rounds(scores, rebuild, condition: torch.Tensor, acquired: torch.
     return taken
 
 
-def acquire_straight_through(scores, rebuild, condition: torch.Tensor, acquired: torch.Tensor, sizes: list[int]
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`acquire_in_rounds` with gradient: every round's new locations are a straight-through top-k.
+def acquire_straight_through(scores, rebuild, condition: torch.Tensor, acquired: torch.Tensor, sizes: list[int],
+                             relax: str = "auto", condition_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`acquire_in_rounds` with gradient: every round's new locations are a straight-through top-k
+    (:func:`flowcs.masks.straight_through_topk` with ``relax``).
 
     Returns ``(taken, mask)``: the bool mask of everything acquired, and a float mask equal to it whose gradient
     reaches every round's scores, so one task loss on the final mask trains round 0 for what the task reads after
-    the last round. The conditions between rounds are rebuilt from the hard masks: measuring is not
-    differentiable in the mask's *choice*, and the policy at inference sees exactly these conditions.
+    the last round. Round r's condition is rebuilt from the masks of rounds < r: the hard ones by default, or
+    (``condition_grad``) the straight-through ones, equal in value, so the task loss also reaches earlier rounds
+    through what later rounds see, as A-DPS trains. Either way the forward pass is the policy's acquisition.
     """
     taken = acquired.bool()
     mask = taken.float()
     for r, c in enumerate(sizes):
         if r > 0:
-            condition = rebuild(taken)
-        hard, st = straight_through_topk(scores(condition, taken), c, taken)
+            condition = rebuild(mask if condition_grad else taken)
+        hard, st = straight_through_topk(scores(condition, taken), c, taken, relax)
         mask = mask + st
         taken = taken | hard
     return taken, mask
