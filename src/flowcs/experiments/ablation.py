@@ -54,7 +54,8 @@ def _label(changes: dict) -> str:
 
 def ablation_variants(a: AblationConfig) -> list[tuple[str, dict]]:
     """(label, flow-config changes) of every variant: the gate rows, rounds × target × loss, the joint rows."""
-    out = [(f"gate a={ga:g} b={gb:g}", {"gate_a": float(ga), "gate_b": float(gb), "loss": "both"})
+    gate = {"objective": "gate"}  # gate and grid rows are gate objectives whatever the main setting is
+    out = [(f"gate a={ga:g} b={gb:g}", {**gate, "gate_a": float(ga), "gate_b": float(gb), "loss": "both"})
            for ga, gb in a.gates]
     for rounds, target, loss in itertools.product(a.rounds, a.targets, a.losses):
         if target == "none" and loss != "task":
@@ -62,7 +63,7 @@ def ablation_variants(a: AblationConfig) -> list[tuple[str, dict]]:
         changes = {"rounds": int(rounds), "target": target, "loss": loss}
         if a.priors:
             changes["center_prior"] = 0.0
-        out.append((_label(changes), changes))
+        out.append((_label(changes), {**gate, **changes}))
     if a.joint:
         joint = [{"objective": "joint", "rounds": int(r), "target": "none", "loss": "task"} for r in a.rounds]
         out += [(_label(c), c) for c in joint]  # candidates for the main setting: the experiment's prior kept
