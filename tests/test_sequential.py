@@ -159,6 +159,8 @@ def test_ablation_grid_covers_rounds_targets_losses_and_prior_rows_change_only_t
                                                                             "loss=task"]
     mri = AblationConfig(gates=[], rounds=[1], targets=["greedy"], losses=["both"], priors=[0.5, 2.0], joint=False)
     variants = dict(ablation_variants(mri))
-    assert variants == {"rounds=1 target=greedy loss=both center_prior=0": {"rounds": 1, "target": "greedy",
-                                                                             "loss": "both", "center_prior": 0.0},
+    # grid rows are gate rows whatever the main objective (a joint main setting would refuse loss=both)
+    assert variants == {"rounds=1 target=greedy loss=both center_prior=0": {"objective": "gate", "rounds": 1,
+                                                                             "target": "greedy", "loss": "both",
+                                                                             "center_prior": 0.0},
                         "center_prior=0.5": {"center_prior": 0.5}, "center_prior=2": {"center_prior": 2.0}}

@@ -55,12 +55,12 @@ class UNetConfig:
 
 @dataclass
 class FlowNetConfig:
-    # unet: dual-encoder U-Net over the frozen reconstruction U-Net's features (widths, bottleneck);
-    # conv: A-DPS's small conv net over the condition image (conv_widths, hidden, pool; flowcs.flow.nets.conv_head)
-    kind: str = "unet"
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
     bottleneck: int = 128
     time_dim: int = 64
+    # unet: dual-encoder U-Net over the frozen reconstruction U-Net's features (widths, bottleneck);
+    # conv: A-DPS's small conv net over the condition image (conv_widths, hidden, pool; flowcs.flow.nets.conv_head)
+    kind: str = "unet"
     conv_widths: list[int] = field(default_factory=lambda: [16, 32, 32])
     hidden: int = 256
     pool: int = 4
