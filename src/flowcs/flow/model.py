@@ -9,8 +9,7 @@ from torch import nn
 
 
 class FrozenEncoder(nn.Module):
-    """Wraps a pretrained network so that it is always in eval mode with no parameter gradients (gradient
-    reaches a condition that requires it, never the weights).
+    """Wraps a pretrained network so that it is always in eval mode with no parameter gradients.
 
     ``method`` names the bound method that maps a condition to features
     (``"encode"`` for the reconstruction U-Net).
@@ -29,11 +28,9 @@ class FrozenEncoder(nn.Module):
         self.net.eval()
         return self
 
+    @torch.no_grad()
     def forward(self, condition: torch.Tensor) -> Any:
-        # no graph unless the condition itself carries gradient (flow.condition_grad): then it reaches the
-        # condition through the frozen weights
-        with torch.set_grad_enabled(torch.is_grad_enabled() and condition.requires_grad):
-            return getattr(self.net, self.method)(condition)
+        return getattr(self.net, self.method)(condition)
 
 
 class FlowModel(nn.Module):
