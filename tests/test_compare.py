@@ -12,6 +12,7 @@ import torch
 
 from flowcs.errors import ConfigError
 from flowcs.experiments import build_context, compare, get_experiment
+from flowcs.experiments.compare_report import compare_markdown
 from flowcs.training.checkpoint import load_checkpoint
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
@@ -67,7 +68,8 @@ def test_schema_and_one_row_per_policy(smoke_compare):
     assert "per budget" in p["trained_per_budget"]["loupe"] and "one model" in p["trained_per_budget"]["flow"]
     assert set(p["ordering"]["per_budget"]) == {str(b) for b in p["budgets"]}
     md = (res / "compare.md").read_text()
-    assert all(f"| {name} |" in md for name in POLICIES)
+    assert all(f"| {name} |" in md for name in POLICIES) and "64 test images" in md
+    assert "64 validation images" in compare_markdown({**p, "split": "val"})
     assert (res / "compare.png").stat().st_size > 1000 and (res / "compare.run.json").is_file()
 
 

@@ -20,7 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # weights by ~2 lr in 8 steps; the sharding of data and noise under test does not depend on the loss. Saliency
 # targets for the same reason: self targets come from the flow's own samples, which feed near-ties back.
 SMALL_FLOW = ["--set", "flow.loop.epochs=2", "--set", "flow.loop.steps_per_epoch=4", "--set", "flow.loss=both",
-              "--set", "flow.target=saliency"]
+              "--set", "flow.target=saliency", "--set", "flow.objective=gate"]  # the FM loss's gradients under DDP
 
 
 def flowcs(*args, procs: int = 1, cwd=REPO):

@@ -46,3 +46,36 @@ def test_time_embedding_and_classifier_shapes():
     clf = MLPClassifier()
     assert clf(torch.rand(4, 1, 28, 28)).shape == (4, 10)
     assert sum(p.numel() for p in clf.parameters()) == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 128 + 128 + 1290
+
+
+def test_conv_velocity_flow_reads_condition_mask_scores_and_time():
+    import pytest
+
+    from flowcs.acquisition import Acquisition, RandomFirst, UNetInput
+    from flowcs.errors import ConfigError
+    from flowcs.experiments.pixel import FlowNetConfig, build_flow_model, flow_net_signature
+    from flowcs.flow.policy import FlowPolicy
+    from flowcs.operators.pixel import PixelOperator
+
+    op = PixelOperator(1, 12, 12)
+    torch.manual_seed(0)
+    model = build_flow_model(ReconUNet(2, 1, (4, 8), 8), op, FlowNetConfig(kind="conv", conv_widths=[4, 8], hidden=32,
+                                                                           pool=2, time_dim=8))
+    assert sum(p.numel() for p in model.encoder.parameters()) == 0  # no pretrained encoder
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    acq = Acquisition.start(op, x, RandomFirst(5), UNetInput(), torch.Generator().manual_seed(2))
+    feats = model.features(acq.condition(), acq.acquired)
+    x_t, t = torch.randn(3, 144), torch.full((3,), 0.3)
+    v = model(x_t, t, feats)
+    assert v.shape == (3, 144)
+    for changed in (model(x_t + 1.0, t, feats), model(x_t, t + 0.4, feats),
+                    model(x_t, t, [feats[0] * 0.0, feats[1]]), model(x_t, t, [feats[0], ~acq.acquired])):
+        assert not torch.allclose(changed, v)  # each input moves the velocity
+    assert torch.allclose(model(x_t.repeat_interleave(2, 0), t.repeat_interleave(2, 0), feats)[::2], v, atol=1e-6)
+    policy = FlowPolicy(model, 144, steps=2, rounds=3, condition_fn=UNetInput(), operator=op)
+    mask = policy.propose(acq.condition(), 10, acq.acquired, torch.Generator().manual_seed(0), observe=acq.observe)
+    assert ((mask & ~acq.acquired).sum(1) == 10).all() and bool(mask[acq.acquired].all())
+    assert flow_net_signature(FlowNetConfig()) == {"flow_widths": [16, 32, 64], "flow_bottleneck": 128}
+    assert flow_net_signature(FlowNetConfig(kind="conv"))["flow_net"] == "conv"
+    with pytest.raises(ConfigError, match="flow.net.kind 'mlp'"):
+        build_flow_model(ReconUNet(2, 1, (4, 8), 8), op, FlowNetConfig(kind="mlp"))

@@ -269,14 +269,16 @@ def test_faces_ablation_scores_target_and_loss_on_validation(faces_smoke):
     run_dir, _ = faces_smoke
     ab = json.loads((run_dir / "results" / "ablation.json").read_text())
     assert ab["split"] == "val" and ab["selected_on"] == "val" and ab["metric"] == "psnr"
-    assert set(ab["policies"]) == {"rounds=1 target=saliency loss=task", "rounds=1 target=none loss=task"}
+    assert set(ab["policies"]) == {"rounds=1 target=saliency loss=task", "rounds=1 target=none loss=task",
+                                   "objective=joint rounds=1 target=none loss=task"}
     for row in ab["policies"].values():
         assert row["n"] == 32 and len(row["mean"]) == 1 and 5 < row["mean"][0] < 60
     assert ab["winner"] in ab["policies"]
     best = max(ab["policies"].values(), key=lambda r: r["mean"][0])
     assert ab["policies"][ab["winner"]]["mean"] == best["mean"]
     assert {"saliency", "greedy", "none", "trained flow policy"} <= set(ab["targets"]["estimators"])
-    for stage in ("ablation-rounds1_targetsaliency_losstask", "ablation-rounds1_targetnone_losstask"):
+    for stage in ("ablation-rounds1_targetsaliency_losstask", "ablation-rounds1_targetnone_losstask",
+                  "ablation-objectivejoint_rounds1_targetnone_losstask"):
         assert (run_dir / f"{stage}.pt").is_file()
 
 

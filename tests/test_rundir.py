@@ -108,10 +108,11 @@ def test_unknown_stage_is_a_usage_error():
 def test_a_changed_flow_objective_is_refused_on_resume(tmp_path):
     run = tmp_path / "run"
     stages = ["--stage", "classifier", "--stage", "unet", "--stage", "flow"]
+    gate = ["--set", "flow.objective=gate", "--set", "flow.target=self"]  # a gate objective, whose loss can change
     assert flowcs("train", "mnist-classify", "--smoke", *stages, "--run-dir", str(run), "--device", "cpu",
-                  "--set", "flow.loss=task").returncode == 0
+                  *gate, "--set", "flow.loss=task").returncode == 0
     proc = flowcs("train", "mnist-classify", "--smoke", "--stage", "flow", "--run-dir", str(run), "--device", "cpu",
-                  "--resume", "--set", "flow.loss=both")
+                  "--resume", *gate, "--set", "flow.loss=both")
     line = last_line(proc.stderr)
     assert proc.returncode == 1 and "loss='task' (expected 'both')" in line and "flow.pt" in line
     # a run folder written before the objective was recorded: refused, naming the setting

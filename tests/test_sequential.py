@@ -153,10 +153,14 @@ def test_ablation_grid_covers_rounds_targets_losses_and_prior_rows_change_only_t
 
     a = AblationConfig(gates=[[30, 1]], rounds=[1, 4], targets=["saliency", "self", "none"], losses=["task", "both"])
     labels = [lab for lab, _ in ablation_variants(a)]
-    assert labels[0] == "gate a=30 b=1" and len(labels) == 1 + 2 * (2 * 2 + 1)  # 'none' only with the task loss
+    assert labels[0] == "gate a=30 b=1" and len(labels) == 1 + 2 * (2 * 2 + 1) + 2  # 'none' only with task loss
     assert "rounds=4 target=self loss=both" in labels and "rounds=1 target=none loss=both" not in labels
-    mri = AblationConfig(gates=[], rounds=[1], targets=["greedy"], losses=["both"], priors=[0.5, 2.0])
+    assert labels[-2:] == ["objective=joint rounds=1 target=none loss=task", "objective=joint rounds=4 target=none "
+                                                                            "loss=task"]
+    mri = AblationConfig(gates=[], rounds=[1], targets=["greedy"], losses=["both"], priors=[0.5, 2.0], joint=False)
     variants = dict(ablation_variants(mri))
-    assert variants == {"rounds=1 target=greedy loss=both center_prior=0": {"rounds": 1, "target": "greedy",
-                                                                             "loss": "both", "center_prior": 0.0},
+    # grid rows are gate rows whatever the main objective (a joint main setting would refuse loss=both)
+    assert variants == {"rounds=1 target=greedy loss=both center_prior=0": {"objective": "gate", "rounds": 1,
+                                                                             "target": "greedy", "loss": "both",
+                                                                             "center_prior": 0.0},
                         "center_prior=0.5": {"center_prior": 0.5}, "center_prior=2": {"center_prior": 2.0}}

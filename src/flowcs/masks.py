@@ -1,4 +1,4 @@
-"""Sampling masks: budgets, hard top-k selection, and the differentiable sigmoid gate.
+"""Sampling masks: budgets, hard top-k selection, the differentiable sigmoid gate and its straight-through form.
 
 A mask lives on the N *locations* an operator can measure (pixels, k-space
 columns...) as a (B, N) tensor. Hard masks are ``bool``; soft masks used while
@@ -135,6 +135,64 @@ def sigmoid_gate(
     t = torch.as_tensor(t, dtype=scores.dtype, device=scores.device).reshape(-1, 1)
     soft = torch.sigmoid(kappa(t, a, b) * (scores - tau))
     return torch.where(acquired, torch.ones_like(soft), soft)
+
+
+RELAXATIONS = ("auto", "softmax", "sigmoid")
+SOFTMAX_MAX_K = 128  # ``auto``: the sequential softmax up to this k, the one-pass sigmoid above
+
+
+def relaxed_topk(z: torch.Tensor, hard: torch.Tensor, k: int, acquired: torch.Tensor, tau: float,
+                 relax: str = "auto") -> torch.Tensor:
+    """Differentiable relaxation of the k-hot mask ``hard`` = top-k of the (perturbed) scores ``z`` (DPS's).
+
+    ``softmax``: the sum of k softmaxes with temperature τ, the j-th over ``z`` with the j − 1 locations drawn
+    before it removed; ``sigmoid``: σ((z − τ_k)/τ), τ_k the detached midpoint between the k-th and (k+1)-th
+    score — one pass instead of k; ``auto``: ``softmax`` for k ≤ 128, else ``sigmoid``.
+    """
+    if relax not in RELAXATIONS:
+        raise ConfigError(f"unknown relaxation {relax!r}; choose one of {', '.join(RELAXATIONS)}")
+    if relax == "auto":
+        relax = "softmax" if k <= SOFTMAX_MAX_K else "sigmoid"
+    if relax == "sigmoid":
+        thr = topk_threshold(z.detach(), k, acquired)
+        return torch.sigmoid((z - thr) / tau).masked_fill(acquired, 0.0)
+    order = z.detach().masked_fill(acquired, -math.inf).argsort(dim=1, descending=True, stable=True)[:, :k]
+    removed = acquired.clone()
+    soft = torch.zeros_like(z)
+    for j in range(k):
+        soft = soft + torch.softmax((z / tau).masked_fill(removed, -math.inf), dim=1)
+        removed = removed.scatter(1, order[:, j:j + 1], True)
+    return soft
+
+
+ST_RELAXATIONS = ("zscore", *RELAXATIONS)
+
+
+def straight_through_topk(scores: torch.Tensor, k: int, acquired: torch.Tensor | None = None,
+                          relax: str = "zscore") -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard top-k in the forward pass, a relaxation's gradient in the backward pass.
+
+    Returns ``(hard, mask)``: ``hard`` is :func:`select_topk`'s bool mask of the k new locations; ``mask`` equals
+    ``hard`` as floats but carries the gradient of a relaxation. ``zscore``: σ(z − τ_k(z)), z the scores
+    standardised over the free locations (the slope does not depend on the scale the scores drift to);
+    ``softmax`` / ``sigmoid`` / ``auto``: :func:`relaxed_topk` of the raw scores at temperature 1, as DPS and
+    A-DPS train (on the mnist-classify validation pilots ``auto`` beat ``zscore`` by 2–4 points at 4–8 %,
+    docs/design.md). Used where the task loss must see exactly the mask the policy will acquire.
+    """
+    if relax not in ST_RELAXATIONS:
+        raise ConfigError(f"unknown relaxation {relax!r}; choose one of {', '.join(ST_RELAXATIONS)}")
+    acquired = _acquired_or_empty(scores, acquired)
+    hard = select_topk(scores.detach(), k, acquired)  # the policy's own selection
+    if relax != "zscore":
+        soft = relaxed_topk(scores, hard, k, acquired, 1.0, relax)
+        return hard, hard.to(soft.dtype) + (soft - soft.detach())
+    free = (~acquired).to(scores.dtype)
+    count = free.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (scores.masked_fill(acquired, 0.0) * free).sum(1, keepdim=True) / count
+    std = ((((scores - mean) * free) ** 2).sum(1, keepdim=True) / count).sqrt() + 1e-6
+    z = (scores - mean) / std
+    soft = torch.sigmoid(z - topk_threshold(z.detach(), k, acquired)) * free
+    return hard, hard.to(soft.dtype) + (soft - soft.detach())  # exactly 0 forward: the value is the hard mask
 
 
 def random_mask(

@@ -4,7 +4,8 @@ Two tables in one ``ablation.json``:
 
 * the paper's App. A rows: the gate steepness κ(t) = a·t^b over a grid of (a, b), Kendall-weighted FM + task loss;
 * the grid of this project's objective choices: acquisition rounds × target estimator × loss mode
-  (``target: none`` only with ``loss: task``);
+  (``target: none`` only with ``loss: task``), and the ``joint`` objective at every rounds value (on the
+  experiment's other settings, its prior included: candidates for the main setting);
 * MRI: the strength of the centre prior (``priors``), on top of the experiment's own flow settings. The grid rows
   then run without the prior, so that they show what the flow learns by itself.
 
@@ -38,6 +39,7 @@ class AblationConfig:
     rounds: list[int] = field(default_factory=lambda: [1, 4])
     targets: list[str] = field(default_factory=lambda: ["saliency", "greedy", "self", "none"])
     losses: list[str] = field(default_factory=lambda: ["task", "both"])
+    joint: bool = True  # also flow.objective=joint (task loss, no target) at every ``rounds`` value
     priors: list[float] = field(default_factory=list)  # MRI: flow.center_prior values (rows on the main settings)
     rates: list[float] = field(default_factory=lambda: [1.0, 4.0, 8.0])  # pixel experiments (MRI: its budget)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, batch_size=128, lr=1e-3,
@@ -51,8 +53,9 @@ def _label(changes: dict) -> str:
 
 
 def ablation_variants(a: AblationConfig) -> list[tuple[str, dict]]:
-    """(label, flow-config changes) of every variant: the gate rows, then rounds × target × loss."""
-    out = [(f"gate a={ga:g} b={gb:g}", {"gate_a": float(ga), "gate_b": float(gb), "loss": "both"})
+    """(label, flow-config changes) of every variant: the gate rows, rounds × target × loss, the joint rows."""
+    gate = {"objective": "gate"}  # gate and grid rows are gate objectives whatever the main setting is
+    out = [(f"gate a={ga:g} b={gb:g}", {**gate, "gate_a": float(ga), "gate_b": float(gb), "loss": "both"})
            for ga, gb in a.gates]
     for rounds, target, loss in itertools.product(a.rounds, a.targets, a.losses):
         if target == "none" and loss != "task":
@@ -60,7 +63,10 @@ def ablation_variants(a: AblationConfig) -> list[tuple[str, dict]]:
         changes = {"rounds": int(rounds), "target": target, "loss": loss}
         if a.priors:
             changes["center_prior"] = 0.0
-        out.append((_label(changes), changes))
+        out.append((_label(changes), {**gate, **changes}))
+    if a.joint:
+        joint = [{"objective": "joint", "rounds": int(r), "target": "none", "loss": "task"} for r in a.rounds]
+        out += [(_label(c), c) for c in joint]  # candidates for the main setting: the experiment's prior kept
     out += [(_label({"center_prior": float(p)}), {"center_prior": float(p)}) for p in a.priors]
     return out
 
@@ -99,6 +105,7 @@ def run_flow_ablation(experiment, ctx, train_flow: Callable) -> dict:
                                        f"batch {loop.batch_size}",
                               notes="Validation images only. Gate rows use loss=both (Kendall weighting) and the "
                                     "experiment's other flow settings; the grid rows vary rounds x target x loss "
+                                    "(and flow.objective=joint per rounds value, which keeps the prior) "
                                     "with the gate of the experiment (and no centre prior where prior rows "
                                     "exist); prior rows change only flow.center_prior. winner = best mean over "
                                     "the budgets.")

@@ -123,7 +123,8 @@ def compare_markdown(p: dict) -> str:
     digits = {"accuracy": 2, "mae": 4, "psnr": 2, "ssim": 4, "nmse": 4}
     lines = [f"# {p['experiment']}: every policy, one table\n", f"{p['protocol']}.\n", f"{p['first_measurement']}.\n",
              f"Budgets ({p['budget_unit']}): {p['budgets']} = {p['budget_locations']} locations chosen by the policy; "
-             f"{p['test_images']} test images, {p['seeds']} evaluation seed(s).\n"]
+             f"{p['test_images']} {'validation' if p.get('split') == 'val' else 'test'} images, "
+             f"{p['seeds']} evaluation seed(s).\n"]
 
     def table(title: str, metric: str, rows: dict) -> None:
         lines.append(f"## {title}\n")

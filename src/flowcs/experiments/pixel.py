@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..evaluation.loop import Entry, MaskEvent
 from ..evaluation.results import mean_pairwise_iou
 from ..flow.model import FlowModel, FrozenEncoder
-from ..flow.nets import DualEncoderUNet
+from ..flow.nets import ConvVelocity, DualEncoderUNet
 from ..flow.objective import FlowTaskObjective, ObjectiveConfig
 from ..flow.policy import FlowPolicy
 from ..flow.targets import TargetEstimator
@@ -58,6 +58,24 @@ class FlowNetConfig:
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
     bottleneck: int = 128
     time_dim: int = 64
+    # unet: dual-encoder U-Net over the frozen reconstruction U-Net's features (widths, bottleneck);
+    # conv: A-DPS's small conv net over the condition image (conv_widths, hidden, pool; flowcs.flow.nets.conv_head)
+    kind: str = "unet"
+    conv_widths: list[int] = field(default_factory=lambda: [16, 32, 32])
+    hidden: int = 256
+    pool: int = 4
+
+
+FLOW_NETS = ("unet", "conv")
+
+
+def flow_net_signature(net: FlowNetConfig) -> dict:
+    """The velocity net's shape for a checkpoint signature (the U-Net keys alone when ``kind`` is ``unet``, so
+    checkpoints from before ``kind`` existed still load)."""
+    if net.kind == "unet":
+        return {"flow_widths": list(net.widths), "flow_bottleneck": net.bottleneck}
+    return {"flow_net": net.kind, "flow_widths": list(net.conv_widths), "flow_hidden": net.hidden,
+            "flow_pool": net.pool}
 
 
 @dataclass
@@ -150,7 +168,12 @@ def first_measurement(
 
 
 def build_flow_model(unet: ReconUNet, operator: PixelOperator, net: FlowNetConfig) -> FlowModel:
-    _, h, w = operator.image_shape
+    c, h, w = operator.image_shape
+    if net.kind not in FLOW_NETS:
+        raise ConfigError(f"flow.net.kind {net.kind!r}: choose one of {', '.join(FLOW_NETS)}")
+    if net.kind == "conv":  # reads the condition image itself: no pretrained encoder
+        velocity = ConvVelocity(c + 1, operator.n_locations, net.conv_widths, net.hidden, net.pool, net.time_dim)
+        return FlowModel(FrozenEncoder(nn.Identity()), velocity, acquired_input=True)
     velocity = DualEncoderUNet(h, w, unet.feature_channels, net.widths, net.bottleneck, net.time_dim)
     return FlowModel(FrozenEncoder(unet, "encode"), velocity)
 
@@ -167,8 +190,7 @@ def load_flow_policy(ctx: RunContext, stage: str, unet: ReconUNet, operator: Pix
 def build_flow_objective(model: FlowModel, task: Task, operator: PixelOperator, cfg: FlowTrainConfig
                          ) -> FlowTaskObjective:
     target = TargetEstimator(cfg.target, task, operator, cfg.best_of_r, cfg.greedy_chunks)
-    return FlowTaskObjective(model, task, operator, target, cfg.loss, cfg.gate_a, cfg.gate_b, cfg.rounds,
-                             cfg.rollout_steps)
+    return FlowTaskObjective.from_config(model, task, operator, target, cfg)
 
 
 def flow_batch_fn(images: torch.Tensor, labels: torch.Tensor, operator: PixelOperator, cfg: FlowTrainConfig,

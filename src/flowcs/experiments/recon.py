@@ -44,6 +44,7 @@ from .pixel import (
     check_rate_range,
     check_split,
     flow_batch_fn,
+    flow_net_signature,
     load_flow_policy,
 )
 
@@ -159,7 +160,7 @@ class ReconExperiment(PixelExperiment):
             sig["data_consistency"] = True
         if stage != "unet":
             f = flow_cfg or cfg.flow
-            sig.update(flow_widths=list(f.net.widths), flow_bottleneck=f.net.bottleneck, **objective_signature(f))
+            sig.update(**flow_net_signature(f.net), **objective_signature(f))
         return sig
 
     # --- models

@@ -9,7 +9,8 @@ from torch import nn
 
 
 class FrozenEncoder(nn.Module):
-    """Wraps a pretrained network so that it is always in eval mode with no parameter gradients.
+    """Wraps a pretrained network so that it is always in eval mode with no parameter gradients (gradient
+    reaches a condition that requires it, never the weights).
 
     ``method`` names the bound method that maps a condition to features
     (``"encode"`` for the reconstruction U-Net).
@@ -28,9 +29,11 @@ class FrozenEncoder(nn.Module):
         self.net.eval()
         return self
 
-    @torch.no_grad()
     def forward(self, condition: torch.Tensor) -> Any:
-        return getattr(self.net, self.method)(condition)
+        # no graph unless the condition itself carries gradient (flow.condition_grad): then it reaches the
+        # condition through the frozen weights
+        with torch.set_grad_enabled(torch.is_grad_enabled() and condition.requires_grad):
+            return getattr(self.net, self.method)(condition)
 
 
 class FlowModel(nn.Module):

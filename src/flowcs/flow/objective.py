@@ -20,6 +20,19 @@ is a default the flow must overrule to deviate from; the FM target stays 2·m* �
 
 ``self`` targets (self-improvement): the flow's own proposals for round r — ``self_r`` noise draws integrated
 with ``rollout_steps`` steps, hard top-k — are scored by the task loss and the best one becomes x1.
+
+``objective = "joint"`` replaces all of the above by end-to-end training of the policy as it runs: the sampler
+(the policy's own Euler steps and samples) integrates with gradient, every round's new locations are a
+straight-through top-k (:func:`flowcs.masks.straight_through_topk`, relaxation ``relax``), round r's condition is
+rebuilt from the masks of rounds < r (straight-through ones with ``condition_grad``), and one task loss is taken on
+the full budget. Round 0 is thus judged by what the task reads after the last round (as A-DPS trains its steps)
+rather than greedily at its own partial mask; the forward pass is exactly the policy's acquisition. No FM target:
+the loss is the task loss. The task reads the batch's full measurement masked **once**, ``A_1ᴴ(m ⊙ y)``
+(``Acquisition.observe``, as the straight-through peers train, :mod:`flowcs.policies.training`), not
+``zero_filled(measure(x, m), m)``: the two agree on the hard forward values, but the latter is m² in the mask and
+gives every unselected location exactly zero gradient, so a straight-through flow could only ever push its chosen
+locations down. Why (mnist-classify validation pilots, docs/design.md): the one-step gate and the greedy roll-out
+rounds lose to it at 4–8 %, and the linear measurement with DPS's softmax relaxation closes the gap to A-DPS.
 """
 
 from __future__ import annotations
@@ -29,18 +42,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..acquisition import full_measurement, observer
 from ..errors import ConfigError
-from ..masks import select_topk, sigmoid_gate, split_budget
+from ..masks import ST_RELAXATIONS, select_topk, sigmoid_gate, split_budget
 from ..operators.base import Operator
 from ..rng import randn_rows
 from ..tasks.base import Task
 from ..training.kendall import KendallWeighting
 from .model import FlowModel
 from .path import LinearPath, fm_loss
-from .policy import acquire_in_rounds, integrate_scores
+from .policy import acquire_in_rounds, acquire_straight_through, integrate_scores
 from .targets import TargetEstimator
 
 LOSS_MODES = ("both", "fm", "task")
+OBJECTIVES = ("gate", "joint")
 
 
 @dataclass
@@ -56,6 +71,11 @@ class ObjectiveConfig:
     gate_b: float = 1.0
     rounds: int = 1  # acquisition rounds per budget (1: the paper's one-shot policy)
     rollout_steps: int = 4  # Euler steps of the training roll-outs and self-improvement proposals
+    # gate: FM + task loss through the sigmoid gate on the one-step estimate (paper Alg. 1); joint: end to end
+    # through the policy's own sampler and all its rounds, task loss only (see the module docstring)
+    objective: str = "gate"
+    relax: str = "auto"  # joint: straight-through relaxation (flowcs.masks.straight_through_topk)
+    condition_grad: bool = False  # joint: conditions between rounds measured with the straight-through masks
 
 
 def objective_signature(cfg) -> dict:
@@ -69,6 +89,11 @@ def objective_signature(cfg) -> dict:
         sig["greedy_chunks"] = int(cfg.greedy_chunks)
     if getattr(cfg, "rounds", 1) > 1:
         sig["rounds"] = int(cfg.rounds)
+    if getattr(cfg, "objective", "gate") != "gate":
+        sig["objective"] = cfg.objective
+        sig["relax"] = cfg.relax
+        if cfg.condition_grad:
+            sig["condition_grad"] = True
     if getattr(cfg, "center_prior", 0.0):
         sig["center_prior"] = float(cfg.center_prior)
     return sig
@@ -82,6 +107,13 @@ def check_flow_settings(cfg, where: str = "flow") -> None:
         raise ConfigError(f"{where}.target {cfg.target!r}: choose one of {', '.join(TARGETS)}")
     if cfg.loss not in LOSS_MODES:
         raise ConfigError(f"{where}.loss {cfg.loss!r}: choose one of {', '.join(LOSS_MODES)}")
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"{where}.objective {cfg.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    if cfg.objective == "joint" and (cfg.loss, cfg.target) != ("task", "none"):
+        raise ConfigError(f"{where}.objective 'joint' trains on the task loss alone: set {where}.loss=task "
+                          f"{where}.target=none")
+    if cfg.relax not in ST_RELAXATIONS:
+        raise ConfigError(f"{where}.relax {cfg.relax!r}: choose one of {', '.join(ST_RELAXATIONS)}")
     if cfg.target == "none" and cfg.loss != "task":
         raise ConfigError(f"{where}.target 'none' gives no flow-matching target: use {where}.loss=task with it")
     bad = [name for name in ("rounds", "rollout_steps", "greedy_chunks", "best_of_r", "steps")
@@ -105,12 +137,20 @@ class FlowTaskObjective(nn.Module):
         rounds: int = 1,
         rollout_steps: int = 4,
         prior: torch.Tensor | None = None,
+        objective: str = "gate",
+        samples: int = 1,
+        relax: str = "auto",
+        condition_grad: bool = False,
     ):
         super().__init__()
         if loss not in LOSS_MODES:
             raise ConfigError(f"unknown loss mode {loss!r}; choose one of {', '.join(LOSS_MODES)}")
         if target.kind == "none" and loss != "task":
             raise ConfigError("target 'none' gives no flow-matching target: use loss 'task' with it")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown flow objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if relax not in ST_RELAXATIONS:
+            raise ConfigError(f"unknown relaxation {relax!r}; choose one of {', '.join(ST_RELAXATIONS)}")
         if rounds < 1 or rollout_steps < 1:
             raise ConfigError(f"flow.rounds and flow.rollout_steps must be >= 1, got {rounds}, {rollout_steps}")
         self.model = model
@@ -120,14 +160,41 @@ class FlowTaskObjective(nn.Module):
         self.loss_mode = loss
         self.gate_a, self.gate_b = gate_a, gate_b
         self.rounds, self.rollout_steps = int(rounds), int(rollout_steps)
+        self.objective, self.samples = objective, int(samples)
+        self.relax, self.condition_grad = relax, bool(condition_grad)
         self.register_buffer("prior", None if prior is None else prior.float().clone(), persistent=False)
         self.kendall = KendallWeighting(2)
         self.path = LinearPath()
+
+    @classmethod
+    def from_config(cls, model: FlowModel, task: Task, operator: Operator, target: TargetEstimator, cfg,
+                    prior: torch.Tensor | None = None) -> FlowTaskObjective:
+        """From an :class:`ObjectiveConfig`; ``joint`` integrates with the policy's own ``steps`` and ``samples``
+        (the training pass is then the acquisition the policy performs)."""
+        joint = cfg.objective == "joint"
+        return cls(model, task, operator, target, cfg.loss, cfg.gate_a, cfg.gate_b, cfg.rounds,
+                   cfg.steps if joint else cfg.rollout_steps, prior, cfg.objective,
+                   getattr(cfg, "samples", 1) if joint else 1, cfg.relax, cfg.condition_grad)
 
     def _scores(self, condition, acquired, generator, samples: int = 1) -> torch.Tensor:
         s = integrate_scores(self.model, condition, acquired, self.operator.n_locations, self.rollout_steps,
                              samples, generator)
         return s if self.prior is None else s + self.prior
+
+    def _task_loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        op = self.operator
+        return self.task.loss(self.task.predict(op.zero_filled(op.measure(x, mask), mask), op.mask_to_image(mask)), y)
+
+    def _joint(self, x, y, condition, acquired, k, generator, acquisition) -> dict[str, torch.Tensor]:
+        sizes = split_budget(k, self.rounds)
+        op = self.operator
+        observe = acquisition.observe if acquisition is not None else observer(op, full_measurement(op, x))
+        rebuild = None if acquisition is None else acquisition.condition
+        _, mask = acquire_straight_through(lambda c, a: self._scores(c, a, generator, self.samples), rebuild,
+                                           condition, acquired, sizes, self.relax, self.condition_grad)
+        l_task = self.task.loss(self.task.predict(observe(mask), op.mask_to_image(mask)), y)
+        zero = torch.zeros((), device=x.device)
+        return {"loss": l_task, "fm": zero, "task": l_task.detach(), "s_fm": zero, "s_task": zero}
 
     @torch.no_grad()
     def _proposals(self, condition, acquired, k, generator) -> list[torch.Tensor]:
@@ -146,9 +213,11 @@ class FlowTaskObjective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """One training pass; ``acquisition`` (a :class:`flowcs.acquisition.Acquisition`) measures the samples
         again between rounds (needed when ``rounds > 1``)."""
+        if self.rounds > 1 and acquisition is None:
+            raise ConfigError("flow training with several rounds needs the batch's acquisition (observe)")
+        if self.objective == "joint":
+            return self._joint(x, y, condition, acquired, k, generator, acquisition)
         if self.rounds > 1:
-            if acquisition is None:
-                raise ConfigError("flow training with several rounds needs the batch's acquisition (observe)")
             sizes = split_budget(k, self.rounds)
             r = int(torch.randint(len(sizes), (1,), generator=generator)) if len(sizes) > 1 else 0
             if r > 0:
@@ -169,9 +238,7 @@ class FlowTaskObjective(nn.Module):
         if self.prior is not None:  # the policy ranks x1 + prior: so does the gate
             x1_hat = x1_hat + self.prior
         soft = sigmoid_gate(x1_hat, k, t, self.gate_a, self.gate_b, acquired)
-        op = self.operator
-        pred = self.task.predict(op.zero_filled(op.measure(x, soft), soft), op.mask_to_image(soft))
-        l_task = self.task.loss(pred, y)
+        l_task = self._task_loss(x, y, soft)
         if self.loss_mode == "both":
             loss = self.kendall(l_fm, l_task)
         elif self.loss_mode == "fm":

@@ -6,14 +6,14 @@ import torch
 
 from ..acquisition import Condition
 from ..errors import ConfigError
-from ..masks import select_topk, split_budget
+from ..masks import select_topk, split_budget, straight_through_topk
 from ..operators.base import Operator
 from ..policies.base import Observe, Policy, ScorePolicy
 from ..rng import randn_rows
 from .model import FlowModel
 from .sampler import euler
 
-__all__ = ["FlowPolicy", "integrate_scores", "acquire_in_rounds"]
+__all__ = ["FlowPolicy", "integrate_scores", "acquire_in_rounds", "acquire_straight_through"]
 
 
 def integrate_scores(model: FlowModel, condition: torch.Tensor, acquired: torch.Tensor, n_locations: int,
@@ -41,6 +41,28 @@ def acquire_in_rounds(scores, rebuild, condition: torch.Tensor, acquired: torch.
             condition = rebuild(taken)
         taken = taken | select_topk(scores(condition, taken), c, taken)
     return taken
+
+
+def acquire_straight_through(scores, rebuild, condition: torch.Tensor, acquired: torch.Tensor, sizes: list[int],
+                             relax: str = "auto", condition_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`acquire_in_rounds` with gradient: every round's new locations are a straight-through top-k
+    (:func:`flowcs.masks.straight_through_topk` with ``relax``).
+
+    Returns ``(taken, mask)``: the bool mask of everything acquired, and a float mask equal to it whose gradient
+    reaches every round's scores, so one task loss on the final mask trains round 0 for what the task reads after
+    the last round. Round r's condition is rebuilt from the masks of rounds < r: the hard ones by default, or
+    (``condition_grad``) the straight-through ones, equal in value, so the task loss also reaches earlier rounds
+    through what later rounds see, as A-DPS trains. Either way the forward pass is the policy's acquisition.
+    """
+    taken = acquired.bool()
+    mask = taken.float()
+    for r, c in enumerate(sizes):
+        if r > 0:
+            condition = rebuild(mask if condition_grad else taken)
+        hard, st = straight_through_topk(scores(condition, taken), c, taken, relax)
+        mask = mask + st
+        taken = taken | hard
+    return taken, mask
 
 
 class FlowPolicy(ScorePolicy):

@@ -19,20 +19,17 @@ the default) or a fresh Gumbel top-k **sample** (``test_mode="sample"``, seeded 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..masks import select_topk, topk_threshold
+from ..masks import RELAXATIONS, relaxed_topk, select_topk
 from ..rng import rand_rows
 from .base import Policy
 
 __all__ = ["DPSPolicy", "check_gumbel_settings", "gumbel_noise", "gumbel_topk", "relaxed_topk", "RELAXATIONS",
            "TEST_MODES"]
 
-RELAXATIONS = ("auto", "softmax", "sigmoid")
 TEST_MODES = ("topk", "sample")
 
 
@@ -44,33 +41,12 @@ def check_gumbel_settings(owner: str, tau: float, relax: str, test_mode: str) ->
         raise ConfigError(f"{owner}.relax {relax!r}: choose one of {', '.join(RELAXATIONS)}")
     if tau <= 0:
         raise ConfigError(f"{owner}.tau (temperature) must be > 0, got {tau}")
-SOFTMAX_MAX_K = 128
 
 
 def gumbel_noise(batch: int, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
     """(B, N) i.i.d. standard Gumbel draws −log(−log u) (per-sample rows, see :mod:`flowcs.rng`)."""
     u = rand_rows(batch, n, generator=generator, device=device).clamp(1e-10, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
-
-
-def relaxed_topk(z: torch.Tensor, hard: torch.Tensor, k: int, acquired: torch.Tensor, tau: float,
-                 relax: str = "auto") -> torch.Tensor:
-    """Differentiable relaxation of the k-hot mask ``hard`` = top-k of the perturbed logits ``z``."""
-    if relax not in RELAXATIONS:
-        raise ConfigError(f"unknown relaxation {relax!r}; choose one of {', '.join(RELAXATIONS)}")
-    if relax == "auto":
-        relax = "softmax" if k <= SOFTMAX_MAX_K else "sigmoid"
-    if relax == "sigmoid":
-        thr = topk_threshold(z.detach(), k, acquired)
-        return torch.sigmoid((z - thr) / tau).masked_fill(acquired, 0.0)
-    # softmax: draw j removes the j-1 locations drawn before it (in the order of the perturbed logits)
-    order = z.detach().masked_fill(acquired, -math.inf).argsort(dim=1, descending=True, stable=True)[:, :k]
-    removed = acquired.clone()
-    soft = torch.zeros_like(z)
-    for j in range(k):
-        soft = soft + torch.softmax((z / tau).masked_fill(removed, -math.inf), dim=1)
-        removed = removed.scatter(1, order[:, j:j + 1], True)
-    return soft
 
 
 def gumbel_topk(logits: torch.Tensor, k: int, acquired: torch.Tensor | None = None,

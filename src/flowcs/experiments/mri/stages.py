@@ -237,8 +237,7 @@ def train_flow(ctx: RunContext, geometry: Geometry, images: ImageSet, flow_cfg=N
     model = build_flow_model(ctx.cfg, trained_encoder(ctx), f)
     op = geometry.operator
     target = PooledTarget(f.target, task, op, pool["targets"], geometry.k, f.best_of_r, f.greedy_chunks)
-    obj = FlowTaskObjective(model, task, op, target, f.loss, f.gate_a, f.gate_b, f.rounds,
-                            f.rollout_steps, center_prior(geometry, f)).to(ctx.device)
+    obj = FlowTaskObjective.from_config(model, task, op, target, f, center_prior(geometry, f)).to(ctx.device)
     first = BandFirst(geometry.lf)
 
     def batch_fn(idx, gen):
