@@ -14,7 +14,7 @@ import torch
 
 from ..metrics import summarize
 
-__all__ = ["Results", "Timing", "seed_row", "image_row", "mean_pairwise_iou"]
+__all__ = ["Results", "Timing", "seed_row", "image_row", "mean_pairwise_iou", "paired_difference"]
 
 
 @dataclass
@@ -105,3 +105,21 @@ def image_row(values: torch.Tensor) -> dict:
     ``std_images`` = spread across images, ``ci95`` = bootstrap 95 % interval of the mean over images, count."""
     sm = summarize(values)
     return {"mean": [sm["mean"]], "std_images": [sm["std"]], "n": sm["n"], "ci95": [list(sm["ci95"])]}
+
+
+def paired_difference(ours: torch.Tensor, theirs: torch.Tensor, higher_is_better: bool) -> dict:
+    """Ours − theirs on the same samples: the mean per-sample difference and its bootstrap 95 % interval.
+
+    ``ours`` / ``theirs``: (seeds, samples) values from the same draws; each sample's difference is averaged over
+    the seeds first, so the interval counts images, not image × seed pairs (the seeds share an image). A
+    difference whose interval contains 0 is a ``tie``; otherwise ``ahead`` or ``behind`` by the metric's
+    direction. Paired, because a hard image is hard for every policy: the unpaired intervals of two means overlap
+    far more often than the difference is really unknown.
+    """
+    if ours.shape != theirs.shape:
+        raise ValueError(f"paired values need the same shape, got {tuple(ours.shape)} and {tuple(theirs.shape)}")
+    sm = summarize((ours.double() - theirs.double()).mean(0))
+    lo, hi = sm["ci95"]
+    sign = 1.0 if higher_is_better else -1.0
+    verdict = "tie" if lo <= 0.0 <= hi else ("ahead" if sign * sm["mean"] > 0 else "behind")
+    return {"diff": sm["mean"], "ci95": [lo, hi], "n": sm["n"], "verdict": verdict}

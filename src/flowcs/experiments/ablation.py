@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..evaluation.loop import Entry, evaluate
 from ..evaluation.tables import metrics_payload, write_results
 from ..masks import rate_to_budget
@@ -87,6 +87,9 @@ def run_flow_ablation(experiment, ctx, train_flow: Callable) -> dict:
     for label, changes in ablation_variants(a):
         flow_cfg = dataclasses.replace(c.flow, loop=a.loop, **changes)
         stage = "ablation-" + label.replace(" ", "_").replace("=", "")
+        # every variant starts from the same initial weights, whether the variants before it were trained in this
+        # process (which moves the global RNG) or loaded from a resumed run directory (which does not)
+        torch.manual_seed(ctx.seed)
         train_flow(flow_cfg, stage)
         policy = experiment.flow_policy(ctx, flow_cfg, stage)
         res = evaluate(setup, {"flow": Entry(policy)}, experiment.draws(ctx), 1, c.eval.batch_size, ctx.device,
@@ -160,8 +163,8 @@ def target_quality(experiment, ctx, setup, budgets: list[int], n_images: int) ->
         masks = flow.propose_many(cond, budgets, acquired, gen, observe=lambda m: op.zero_filled(op.measure(x, m), m))
         per = [_scores_of(setup, x, y, masks[b], rows) for b in budgets]
         out["estimators"]["trained flow policy"] = {k: [p[k] for p in per] for k in per[0]}
-    except ConfigError:
-        pass  # no trained main flow in this run directory
+    except (ConfigError, CheckpointError):
+        pass  # no trained main flow in this run directory, or one of other settings (its signature differs)
     if setup.budget_unit == "acceleration":
         block = [LowFrequencyPolicy(op.n_locations).propose(cond, b, acquired) for b in budgets]
         per = [_scores_of(setup, x, y, m, rows) for m in block]

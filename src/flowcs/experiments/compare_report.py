@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from ..config import to_dict
-from ..evaluation.results import Results, seed_row
+from ..evaluation.results import Results, paired_difference, seed_row
 from ..evaluation.tables import markdown_table, metrics_payload
 from ..policies.ads import round_sizes
 
-__all__ = ["compare_payload", "compare_markdown", "ordering_check", "seed_rows"]
+__all__ = ["compare_payload", "compare_markdown", "ordering_check", "seed_rows", "paired_vs_flow"]
 
 
 def seed_rows(res: Results, metric: str, names: list[str], budgets, n_seeds: int | None = None,
@@ -80,11 +80,37 @@ def compare_payload(setup, cc, names: list[str], res: Results, n_ads: int, notes
             "policies": seed_rows(res, setup.primary, names, budgets, ads_seeds, idx, ads),
             "extra_metrics": {m: seed_rows(res, m, names, budgets, ads_seeds, idx, ads)
                               for m in metrics if m != setup.primary}}}
+    if "flow" in names:
+        payload["paired_vs_flow"] = paired_vs_flow(res, setup.primary, names, budgets, setup.higher_is_better,
+                                                   n_ads, ads_seeds)
     payload["ordering"] = ordering_check(payload)
     for sub in (payload.get("subsets") or {}).values():
         # ADS saw only this subset: the like-for-like check of the groups is on the same images
         sub["ordering"] = ordering_check({**payload, "policies": sub["policies"]})
     return payload
+
+
+def paired_vs_flow(res: Results, metric: str, names: list[str], budgets, higher_is_better: bool, n_ads: int,
+                   ads_seeds: int) -> dict:
+    """Flow − every other policy on the same test images, seeds and first measurements, per budget
+    (:func:`~flowcs.evaluation.results.paired_difference`); ADS on its subset and seeds only."""
+    out = {"metric": metric, "note": "diff = flow - policy, mean over images of the per-image difference "
+                                     "(averaged over seeds); ci95 = bootstrap over images; tie = ci95 contains 0",
+           "policies": {}}
+    for name in names:
+        if name == "flow":
+            continue
+        rows = []
+        for b in budgets:
+            theirs = res.values[metric][name][b]
+            ours = res.values[metric]["flow"][b]
+            if name == "ads":
+                theirs = theirs[:ads_seeds, :n_ads]
+                ours = ours[:theirs.shape[0], :theirs.shape[1]]
+            rows.append(paired_difference(ours, theirs, higher_is_better))
+        out["policies"][name] = {"diff": [r["diff"] for r in rows], "ci95": [r["ci95"] for r in rows],
+                                 "verdict": [r["verdict"] for r in rows], "n": rows[0]["n"]}
+    return out
 
 
 def _first_note(setup) -> str:
@@ -152,6 +178,18 @@ def compare_markdown(p: dict) -> str:
         lines.append(f"ADS: {a['samples']} posterior samples x {a['euler_steps']} Euler steps per round, "
                      f"{a['locations_per_round']} location(s) per round, {a['rounds_to_largest_budget']} rounds to "
                      f"the largest budget, on {a['test_images']} test images x {a['seeds']} seed(s).\n")
+    if p.get("paired_vs_flow"):
+        pv = p["paired_vs_flow"]
+        d = digits.get(pv["metric"], 3)
+        lines.append(f"## Paired: flow − policy on {pv['metric']} (same images and seeds; 95 % bootstrap interval "
+                     f"over images; a tie when it contains 0)\n")
+        lines.append("| policy | " + " | ".join(str(b) for b in p["budgets"]) + " | images |")
+        lines.append("|---" * (len(p["budgets"]) + 2) + "|")
+        for name, r in pv["policies"].items():
+            cells = [f"{scale * x:+.{d}f} [{scale * lo:+.{d}f}, {scale * hi:+.{d}f}] {v}"
+                     for x, (lo, hi), v in zip(r["diff"], r["ci95"], r["verdict"])]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['n']} |")
+        lines.append("")
     blocks = [("all test images (ADS: its subset)", p["ordering"])]
     blocks += [(f"{name} (every policy on the same images)", sub["ordering"])
                for name, sub in (p.get("subsets") or {}).items() if "ordering" in sub]
