@@ -40,3 +40,25 @@ def crop_padding(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tens
     left, right, top, bottom = pads
     h, w = x.shape[-2:]
     return x[..., top : h - bottom, left : w - right]
+
+
+def strided_trunk(c_in: int, widths, pool: int) -> tuple[nn.Sequential, int]:
+    """Stride-2 3×3 convolutions (LeakyReLU(0.2)) → average pool to pool × pool → flatten; returns (trunk, features).
+
+    One builder for A-DPS's policy network and the flow's conv velocity, so that the flow's network is A-DPS's
+    size by construction (the comparison of the two is about training, not capacity)."""
+    layers: list[nn.Module] = []
+    prev = int(c_in)
+    for w in widths:
+        layers += [nn.Conv2d(prev, int(w), 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        prev = int(w)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten()), prev * pool * pool
+
+
+def repeat_to_batch(feat: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat per-condition rows when several flow samples share one condition (rows grouped per condition)."""
+    if feat.shape[0] == batch:
+        return feat
+    if batch % feat.shape[0]:
+        raise ValueError(f"batch {batch} is not a multiple of the condition batch {feat.shape[0]}")
+    return feat.repeat_interleave(batch // feat.shape[0], dim=0)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..layers import strided_trunk
 from ..masks import select_topk, split_budget
 from ..operators.base import Operator
 from ..tasks.unet import network_input
@@ -43,13 +44,8 @@ class ADPSNet(nn.Module):
     def __init__(self, image_channels: int, n_locations: int, widths: Sequence[int] = (16, 32, 32),
                  hidden: int = 256, pool: int = 4):
         super().__init__()
-        layers: list[nn.Module] = []
-        prev = image_channels + 1
-        for w in widths:
-            layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            prev = w
-        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(prev * pool * pool + n_locations, hidden), nn.LeakyReLU(0.2),
+        self.trunk, n_feats = strided_trunk(image_channels + 1, widths, pool)
+        self.head = nn.Sequential(nn.Linear(n_feats + n_locations, hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(hidden, n_locations))
 
     def forward(self, zero_filled: torch.Tensor, mask_image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ...layers import repeat_to_batch, strided_trunk
 from .time_embedding import SinusoidalTimeEmbedding
 
 __all__ = ["ConvVelocity"]
@@ -29,15 +30,10 @@ class ConvVelocity(nn.Module):
     def __init__(self, in_channels: int, n_locations: int, widths: Sequence[int] = (16, 32, 32), hidden: int = 256,
                  pool: int = 4, time_dim: int = 64):
         super().__init__()
-        layers: list[nn.Module] = []
-        prev = int(in_channels)
-        for w in widths:
-            layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            prev = w
         self.n_locations = int(n_locations)
-        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten())
+        self.trunk, n_feats = strided_trunk(in_channels, widths, pool)
         self.time = SinusoidalTimeEmbedding(time_dim)
-        self.head = nn.Sequential(nn.Linear(prev * pool * pool + 2 * n_locations + time_dim, hidden),
+        self.head = nn.Sequential(nn.Linear(n_feats + 2 * n_locations + time_dim, hidden),
                                   nn.LeakyReLU(0.2), nn.Linear(hidden, n_locations))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -45,9 +41,5 @@ class ConvVelocity(nn.Module):
         b = x_t.shape[0]
         if x_t.ndim != 2 or x_t.shape[1] != self.n_locations:
             raise ValueError(f"x_t must have shape (batch, {self.n_locations}), got {tuple(x_t.shape)}")
-        c = torch.cat([self.trunk(condition), acquired.to(x_t.dtype)], dim=1)
-        if c.shape[0] != b:  # several flow samples share one condition (rows grouped per condition)
-            if b % c.shape[0]:
-                raise ValueError(f"batch {b} is not a multiple of the condition batch {c.shape[0]}")
-            c = c.repeat_interleave(b // c.shape[0], dim=0)
+        c = repeat_to_batch(torch.cat([self.trunk(condition), acquired.to(x_t.dtype)], dim=1), b)
         return self.head(torch.cat([c.to(x_t.dtype), x_t, self.time(t).to(x_t.dtype)], dim=1))

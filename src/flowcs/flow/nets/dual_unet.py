@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ...layers import conv_block, crop_padding, pad_to_multiple
+from ...layers import conv_block, crop_padding, pad_to_multiple, repeat_to_batch
 from .time_embedding import SinusoidalTimeEmbedding
 
 
@@ -59,20 +59,12 @@ class DualEncoderUNet(nn.Module):
         h = x
         for i, (block, fuse) in enumerate(zip(self.enc, self.fuse)):
             h = block(h if i == 0 else self.pool(h))
-            h = fuse(torch.cat([h, _match(cond_feats[i], b)], dim=1))
+            h = fuse(torch.cat([h, repeat_to_batch(cond_feats[i], b)], dim=1))
             skips.append(h)
         h = self.mid(self.pool(h))
-        h = self.fuse[-1](torch.cat([h, _match(cond_feats[-1], b)], dim=1))
+        h = self.fuse[-1](torch.cat([h, repeat_to_batch(cond_feats[-1], b)], dim=1))
         h = h + self.time(t)[:, :, None, None]
         for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
             h = dec(torch.cat([up(h), skip], dim=1))
         return crop_padding(self.out(h), pads).reshape(b, -1)
 
-
-def _match(feat: torch.Tensor, batch: int) -> torch.Tensor:
-    """Repeat condition features when several flow samples share one condition."""
-    if feat.shape[0] == batch:
-        return feat
-    if batch % feat.shape[0]:
-        raise ValueError(f"batch {batch} is not a multiple of the condition batch {feat.shape[0]}")
-    return feat.repeat_interleave(batch // feat.shape[0], dim=0)

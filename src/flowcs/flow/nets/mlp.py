@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...layers import repeat_to_batch
 from .time_embedding import SinusoidalTimeEmbedding
 
 __all__ = ["MRIVelocityMLP", "PooledCondition", "pool_features"]
@@ -68,9 +69,6 @@ class MRIVelocityMLP(nn.Module):
         c = pool_features(features)
         if c.shape[1] != self.feature_dim:
             raise ValueError(f"expected {self.feature_dim} pooled feature channels, got {c.shape[1]}")
-        if c.shape[0] != b:  # several flow samples share one condition (rows grouped per condition)
-            if b % c.shape[0]:
-                raise ValueError(f"batch {b} is not a multiple of the condition batch {c.shape[0]}")
-            c = c.repeat_interleave(b // c.shape[0], dim=0)
+        c = repeat_to_batch(c, b)
         h = torch.cat([x_t, c.to(x_t.dtype), self.time(t).to(x_t.dtype)], dim=1)
         return self.out(self.body(h))
