@@ -55,7 +55,7 @@ def test_every_ablation_variant_starts_from_the_same_rng_state_whatever_ran_befo
     trained, resumed = [], []
     payload = _fake_run(monkeypatch, trained, consume=1000)
     _fake_run(monkeypatch, resumed, consume=1000, load_from=3)  # a resumed run: the first variants are loaded
-    assert len(trained) == 3 and len(set(trained)) == 1  # gate row + two rounds rows, one start
+    assert len(trained) == 5 and len(set(trained)) == 1  # gate row + two rounds rows + two joint rows, one start
     assert resumed == trained
     assert payload["winner"] in payload["policies"]
 
