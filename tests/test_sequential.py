@@ -155,6 +155,8 @@ def test_ablation_grid_covers_rounds_targets_losses_and_prior_rows_change_only_t
     labels = [lab for lab, _ in ablation_variants(a)]
     assert labels[0] == "gate a=30 b=1" and len(labels) == 1 + 2 * (2 * 2 + 1) + 2  # 'none' only with task loss
     assert "rounds=4 target=self loss=both" in labels and "rounds=1 target=none loss=both" not in labels
+    # every row with the FM term has a target, whatever the main setting's target (mnist-classify's is none)
+    assert all(ch.get("target") not in (None, "none") for _, ch in ablation_variants(a) if ch.get("loss") == "both")
     assert labels[-2:] == ["objective=joint rounds=1 target=none loss=task", "objective=joint rounds=4 target=none "
                                                                             "loss=task"]
     mri = AblationConfig(gates=[], rounds=[1], targets=["greedy"], losses=["both"], priors=[0.5, 2.0], joint=False)

@@ -55,7 +55,9 @@ def _label(changes: dict) -> str:
 def ablation_variants(a: AblationConfig) -> list[tuple[str, dict]]:
     """(label, flow-config changes) of every variant: the gate rows, rounds × target × loss, the joint rows."""
     gate = {"objective": "gate"}  # gate and grid rows are gate objectives whatever the main setting is
-    out = [(f"gate a={ga:g} b={gb:g}", {**gate, "gate_a": float(ga), "gate_b": float(gb), "loss": "both"})
+    # the paper's App. A rows: Kendall FM + task on saliency targets, also when the main setting has no target
+    out = [(f"gate a={ga:g} b={gb:g}",
+            {**gate, "gate_a": float(ga), "gate_b": float(gb), "target": "saliency", "loss": "both"})
            for ga, gb in a.gates]
     for rounds, target, loss in itertools.product(a.rounds, a.targets, a.losses):
         if target == "none" and loss != "task":
