@@ -9,7 +9,7 @@ pure log-uniform draw (closing note 33, branch r30, lost) won 0.002 MAE at 10–
 usage (repository root), both flows on one frozen U-Net:
   OMP_NUM_THREADS=1 python scripts/research/mnist_recon_budget_mixture.py train mnist-recon --stage flow ...
       (the arguments of ``flowcs train``; trains with the mixture draw)
-  python scripts/research/mnist_recon_budget_mixture.py paired RUN_A RUN_B [--seeds 2]
+  python scripts/research/mnist_recon_budget_mixture.py paired RUN_A RUN_B [--seeds 2] [--digits 2000]
       (validation MAE of RUN_B's flow − RUN_A's flow per budget, same digits, first pixels, noise and draws)
 """
 import argparse
@@ -44,10 +44,13 @@ def mixture_batch_fn(images, labels, operator, cfg, device):
     return fn
 
 
-def paired(run_a: str, run_b: str, seeds: int) -> None:
+FLOW = ["flow.target=none", "flow.loss=task"]  # the settings both pilot flows were trained with
+
+
+def paired(run_a: str, run_b: str, seeds: int, digits: int) -> None:
     exp = get_experiment("mnist-recon")
-    ctx_a = build_context("mnist-recon", overrides=["eval.split=val"], run_dir=run_a, device="cpu", seed=0)
-    ctx_b = build_context("mnist-recon", overrides=["eval.split=val"], run_dir=run_b, device="cpu", seed=0)
+    ctx_a = build_context("mnist-recon", overrides=["eval.split=val", f"data.val_subset={digits}", *FLOW], run_dir=run_a, device="cpu", seed=0)
+    ctx_b = build_context("mnist-recon", overrides=["eval.split=val", f"data.val_subset={digits}", *FLOW], run_dir=run_b, device="cpu", seed=0)
     setup = exp.setup(ctx_a, split="val")
     entries = {"a": Entry(exp.flow_policy(ctx_a), draw_name="flow"),
                "b": Entry(exp.flow_policy(ctx_b), draw_name="flow")}
@@ -69,8 +72,9 @@ if __name__ == "__main__":
         p.add_argument("run_a")
         p.add_argument("run_b")
         p.add_argument("--seeds", type=int, default=2)
+        p.add_argument("--digits", type=int, default=2000)
         a = p.parse_args(sys.argv[2:])
-        paired(a.run_a, a.run_b, a.seeds)
+        paired(a.run_a, a.run_b, a.seeds, a.digits)
     else:
         recon.flow_batch_fn = mixture_batch_fn
         sys.exit(main(sys.argv[1:]))
