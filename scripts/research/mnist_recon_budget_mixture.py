@@ -49,8 +49,9 @@ FLOW = ["flow.target=none", "flow.loss=task"]  # the settings both pilot flows w
 
 def paired(run_a: str, run_b: str, seeds: int, digits: int) -> None:
     exp = get_experiment("mnist-recon")
-    ctx_a = build_context("mnist-recon", overrides=["eval.split=val", f"data.val_subset={digits}", *FLOW], run_dir=run_a, device="cpu", seed=0)
-    ctx_b = build_context("mnist-recon", overrides=["eval.split=val", f"data.val_subset={digits}", *FLOW], run_dir=run_b, device="cpu", seed=0)
+    sets = ["eval.split=val", f"data.val_subset={digits}", *FLOW]
+    ctx_a = build_context("mnist-recon", overrides=sets, run_dir=run_a, device="cpu", seed=0)
+    ctx_b = build_context("mnist-recon", overrides=sets, run_dir=run_b, device="cpu", seed=0)
     setup = exp.setup(ctx_a, split="val")
     entries = {"a": Entry(exp.flow_policy(ctx_a), draw_name="flow"),
                "b": Entry(exp.flow_policy(ctx_b), draw_name="flow")}
